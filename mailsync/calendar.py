@@ -1,0 +1,93 @@
+"""iCalendar invitations and replies (text/calendar parts, .ics attachments)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+import icalendar
+
+from mailsync.errors import ParseError
+from mailsync.items import Meeting, Participant, Role
+
+
+def read_invitation(data: bytes) -> tuple[Meeting, list[Participant]]:
+    """The meeting and its people from one iCalendar object.
+
+    The first VEVENT is the meeting; its ORGANIZER and ATTENDEEs become
+    participants, each attendee with its PARTSTAT as the response.
+    """
+    try:
+        calendar = icalendar.Calendar.from_ical(data)
+    except Exception as exc:  # icalendar raises ValueError and others
+        raise ParseError(f"not valid iCalendar: {type(exc).__name__}") from exc
+    events = calendar.walk("VEVENT")
+    if not events:
+        raise ParseError("no VEVENT in the calendar part")
+    event = events[0]
+    uid = str(event.get("UID", "")).strip()
+    if not uid:
+        raise ParseError("VEVENT has no UID")
+
+    method = str(calendar.get("METHOD", "")).upper() or None
+    meeting = Meeting(
+        uid=uid,
+        method=method,
+        sequence=_int(event.get("SEQUENCE")),
+        start=_when(event, "DTSTART"),
+        end=_when(event, "DTEND"),
+        status=str(event.get("STATUS", "")).upper() or None,
+        recurrence_id=_recurrence_id(event),
+        location=str(event.get("LOCATION", "")),
+    )
+    return meeting, _people(event)
+
+
+def _people(event: Any) -> list[Participant]:
+    people = []
+    organizer = event.get("ORGANIZER")
+    if organizer is not None:
+        people.append(_person(organizer, Role.ORGANIZER))
+    attendees = event.get("ATTENDEE", [])
+    if not isinstance(attendees, list):
+        attendees = [attendees]
+    people.extend(_person(a, Role.ATTENDEE) for a in attendees)
+    return [p for p in people if p.address]
+
+
+def _person(value: Any, role: Role) -> Participant:
+    address = str(value)
+    if address.lower().startswith("mailto:"):
+        address = address[7:]
+    params = getattr(value, "params", {})
+    response = params.get("PARTSTAT") if role is Role.ATTENDEE else None
+    return Participant(
+        address=address.strip(),
+        name=str(params.get("CN", "")).strip('"'),
+        role=role,
+        response=str(response).upper() if response else None,
+    )
+
+
+def _when(event: Any, name: str) -> datetime | date | None:
+    prop = event.get(name)
+    if prop is None:
+        return None
+    value = prop.dt
+    if isinstance(value, datetime):
+        if value.tzinfo is None:  # floating time: read as UTC, it has no zone
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    return value if isinstance(value, date) else None
+
+
+def _recurrence_id(event: Any) -> str | None:
+    value = _when(event, "RECURRENCE-ID")
+    return value.isoformat() if value is not None else None
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

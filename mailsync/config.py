@@ -1,0 +1,172 @@
+"""The TOML configuration, validated.
+
+The file is found by ``--config``, then ``MAILSYNC_CONFIG``, then
+``config/mailsync.toml``. Relative paths in it are taken from the working
+directory. A wrong key or value is a :class:`ConfigError` that names the key and
+says what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mailsync.errors import ConfigError
+
+DEFAULT_PATH = Path("config/mailsync.toml")
+
+DEFAULT_EXCLUDED_FOLDERS = [
+    "Junk",
+    "Junk E-mail",
+    "Junk Email",
+    "Spam",
+    "Deleted Items",
+    "Trash",
+    "Outbox",
+    "Sync Issues",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(Strict):
+    url: str = "sqlite:///mailsync.db"
+
+
+class ContactPolicy(StrEnum):
+    """Whether mailsync creates Business Contacts on its own."""
+
+    NEVER = "never"
+    WRITTEN_TO = "written_to"
+
+
+class OrganisationConfig(Strict):
+    internal_domains: list[str] = Field(min_length=1)
+    relay_senders: list[str] = []
+
+    @field_validator("internal_domains", "relay_senders")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
+
+
+class LinkingConfig(Strict):
+    record_internal: bool = False
+    record_drafts: bool = False
+    record_private: bool = False
+    private_sensitivities: list[str] = ["private", "company-confidential"]
+    free_mail_domains: list[str] = []
+    noreply_patterns: list[str] = []
+    create_contacts: ContactPolicy = ContactPolicy.NEVER
+
+    @field_validator("free_mail_domains", "private_sensitivities")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
+
+
+class LocalMailbox(Strict):
+    """A mailbox read from files: a maildir, an mbox file or a tree of messages."""
+
+    address: str
+    rep: str
+    kind: Literal["local"]
+    path: Path
+    enabled: bool = True
+    folders: list[str] | None = None
+    exclude_folders: list[str] = DEFAULT_EXCLUDED_FOLDERS
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if "@" not in value:
+            raise ValueError(f"{value!r} is not an e-mail address")
+        return value.strip().lower()
+
+
+MailboxConfig = Annotated[LocalMailbox, Field(discriminator="kind")]
+
+
+class Config(Strict):
+    database: DatabaseConfig = DatabaseConfig()
+    organisation: OrganisationConfig
+    linking: LinkingConfig = LinkingConfig()
+    mailboxes: list[MailboxConfig] = []
+
+    def mailbox(self, address: str) -> MailboxConfig:
+        wanted = address.strip().lower()
+        for mailbox in self.mailboxes:
+            if mailbox.address == wanted:
+                return mailbox
+        known = ", ".join(m.address for m in self.mailboxes) or "none"
+        raise ConfigError(
+            f"no mailbox {address!r} in the configuration (configured: {known}); "
+            "add a [[mailboxes]] entry for it"
+        )
+
+
+def find_config_path(explicit: str | Path | None = None) -> Path:
+    """The configuration file to use: explicit, then $MAILSYNC_CONFIG, then default."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get("MAILSYNC_CONFIG")
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_PATH
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the configuration file."""
+    config_path = find_config_path(path)
+    try:
+        raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"configuration file {str(config_path)!r} not found; pass --config FILE "
+            "or set MAILSYNC_CONFIG"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    return parse_config(raw, source=str(config_path))
+
+
+def parse_config(raw: dict[str, Any], source: str = "configuration") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+
+
+def _explain(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} error(s)"]
+    for error in exc.errors():
+        where = _location(error["loc"])
+        if error["type"] == "extra_forbidden":
+            lines.append(f"- {where}: unknown key; remove it or check its spelling")
+        elif error["type"] == "missing":
+            lines.append(f"- {where}: required key is missing; add it")
+        elif error["type"] == "union_tag_invalid":
+            lines.append(f'- {where}: unknown mailbox kind; use kind = "local"')
+        else:
+            lines.append(f"- {where}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part in ("local",):
+            continue
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "(top level)"

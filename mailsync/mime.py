@@ -1,0 +1,351 @@
+"""Reading RFC 822 / MIME messages into items, as real mail is written.
+
+Used by every connector that gets raw MIME (the local connector, and EWS or
+Graph when they fetch MIME content). It deals with what real mail does:
+
+- RFC 2047 encoded display names that hold a comma;
+- unquoted ``Last, First <addr>`` names, which a strict parser splits in two;
+- malformed address lists: the bad part is recorded as a defect, not linked;
+- a missing or folded Message-ID;
+- a body labelled iso-8859-1 that is really cp1252 (as browsers read it);
+- a text/calendar part or an .ics attachment, which makes the item a meeting.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from email.headerregistry import Address, Group
+from email.message import EmailMessage, Message
+from email.utils import parsedate_to_datetime
+
+from mailsync.errors import ParseError
+from mailsync.items import Folder, Item, ItemKind, Meeting, Participant, Role
+
+_POLICY = email.policy.default
+_ADDRESS_HEADERS = (
+    ("from", Role.FROM),
+    ("to", Role.TO),
+    ("cc", Role.CC),
+    ("bcc", Role.BCC),
+    ("reply-to", Role.REPLY_TO),
+    ("sender", Role.DELEGATE),
+)
+_LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "precedence",
+    "auto-submitted",
+    "x-auto-response-suppress",
+    "x-autoreply",
+    "x-autorespond",
+    "feedback-id",
+)
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_CP1252_LABELS = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "us-ascii", "ascii"}
+
+
+def parse_message(data: bytes, provider_id: str, folder: Folder) -> Item:
+    """Parse one raw message. Raises :class:`ParseError` if it is not mail."""
+    if not data.strip():
+        raise ParseError("empty file")
+    try:
+        msg = email.message_from_bytes(data, policy=_POLICY)
+    except Exception as exc:  # the parser is lenient; this is a real failure
+        raise ParseError(f"MIME parser failed: {type(exc).__name__}") from exc
+    if not any(msg.keys()):
+        raise ParseError("no headers: not an RFC 822 message")
+    if msg.get("from") is None and msg.get("date") is None:
+        raise ParseError("no From and no Date header: not an RFC 822 message")
+    assert isinstance(msg, EmailMessage)
+    return _build_item(msg, provider_id, folder)
+
+
+def _build_item(msg: EmailMessage, provider_id: str, folder: Folder) -> Item:
+    defects: list[str] = []
+    participants = list(_participants(msg, defects))
+    body = _body_text(msg, defects)
+    meeting, meeting_people = _meeting(msg, defects)
+
+    item = Item(
+        provider_id=provider_id,
+        folder=folder,
+        kind=ItemKind.MEETING if meeting else ItemKind.MESSAGE,
+        subject=_header_text(msg, "subject", defects),
+        occurred_at=_date(msg, defects),
+        participants=participants + meeting_people,
+        message_id=normalise_message_id(_raw(msg, "message-id")),
+        in_reply_to=message_ids(_raw(msg, "in-reply-to")),
+        references=message_ids(_raw(msg, "references")),
+        body_text=body,
+        sensitivity=(_raw(msg, "sensitivity") or "").strip().lower() or None,
+        categories=_categories(msg),
+        list_headers={h: _raw(msg, h).strip() for h in _LIST_HEADERS if h in msg},
+        defects=defects,
+        meeting=meeting,
+        is_report=msg.get_content_type() == "multipart/report",
+    )
+    if item.message_id is None:
+        defects.append("no Message-ID")
+    return item
+
+
+def _raw(msg: Message, name: str) -> str:
+    """A header's text without the structured parsing (cheap, never raises)."""
+    for key, value in msg.raw_items():  # type: ignore[attr-defined]
+        if key.lower() == name:
+            return unfold(str(value))
+    return ""
+
+
+def _header_text(msg: EmailMessage, name: str, defects: list[str]) -> str:
+    try:
+        value = msg.get(name)
+    except Exception:
+        defects.append(f"{name}: undecodable")
+        return _raw(msg, name)
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def unfold(value: str) -> str:
+    """A header value on one line; raw 8-bit bytes read as UTF-8 (RFC 6532)."""
+    text = " ".join(value.split())
+    if any("\udc80" <= char <= "\udcff" for char in text):
+        raw = text.encode("utf-8", errors="surrogateescape")
+        text = raw.decode("utf-8", errors="replace")
+    return text
+
+
+def normalise_message_id(value: str | None) -> str | None:
+    """The Message-ID without angle brackets or folding whitespace."""
+    if not value:
+        return None
+    found = _MSGID.search(value)
+    if found:
+        return found.group(1)
+    bare = "".join(value.split())
+    return bare.strip("<>") or None
+
+
+def message_ids(value: str | None) -> list[str]:
+    """All message ids in an In-Reply-To or References header, in order."""
+    if not value:
+        return []
+    return _MSGID.findall(value)
+
+
+def _categories(msg: Message) -> tuple[str, ...]:
+    raw = _raw(msg, "keywords") or _raw(msg, "x-categories")
+    return tuple(c.strip() for c in raw.split(",") if c.strip())
+
+
+# --- addresses -------------------------------------------------------------
+
+
+def _participants(msg: EmailMessage, defects: list[str]) -> Iterator[Participant]:
+    # The raw text, not the decoded header: encoded words must stay whole tokens
+    # so that a comma inside an encoded display name does not split the list.
+    roles = dict(_ADDRESS_HEADERS)
+    for name, value in msg.raw_items():  # type: ignore[attr-defined]
+        role = roles.get(name.lower())
+        if role is not None:
+            text = unfold(str(value))
+            yield from parse_address_list(text, role, defects, name.lower())
+
+
+def parse_address_list(
+    value: str, role: Role, defects: list[str], header: str = "address"
+) -> Iterator[Participant]:
+    """Parse one address header. Bad parts become defects, never participants."""
+    for piece in _rejoin_last_first(_split_top_level(value)):
+        try:
+            parsed = _POLICY.header_factory(header, piece)
+        except (ValueError, IndexError, TypeError):
+            defects.append(f"{header}: cannot parse {piece.strip()[:80]!r}")
+            continue
+        for group in getattr(parsed, "groups", ()):
+            yield from _group_members(group, role, defects, header, piece)
+
+
+def _group_members(
+    group: Group, role: Role, defects: list[str], header: str, piece: str
+) -> Iterator[Participant]:
+    for address in group.addresses:
+        if not _plausible(address):
+            defects.append(f"{header}: not an address: {piece.strip()[:80]!r}")
+            continue
+        addr = f"{address.username}@{address.domain}"
+        yield Participant(address=addr, name=address.display_name.strip(), role=role)
+
+
+def _plausible(address: Address) -> bool:
+    domain = address.domain
+    return bool(address.username and domain and "." in domain.strip("[]"))
+
+
+def _split_top_level(value: str) -> list[str]:
+    """Split at commas that are outside quotes, angle brackets and comments."""
+    pieces, current = [], []
+    quoted = escaped = False
+    angle = comment = 0
+    for char in value:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"' and not comment:
+            quoted = not quoted
+        elif not quoted:
+            if char == "(":
+                comment += 1
+            elif char == ")" and comment:
+                comment -= 1
+            elif char == "<" and not comment:
+                angle += 1
+            elif char == ">" and angle and not comment:
+                angle -= 1
+            elif char == "," and not angle and not comment:
+                pieces.append("".join(current))
+                current = []
+                continue
+        current.append(char)
+    pieces.append("".join(current))
+    return [p for p in pieces if p.strip()]
+
+
+def _rejoin_last_first(pieces: list[str]) -> list[str]:
+    """Join ``Last`` and ``First <addr>`` back into ``"Last, First" <addr>``.
+
+    A bare word with no @ and no angle address, followed by a piece that has a
+    display name and an angle address, is the first half of an unquoted
+    ``Last, First`` name (Outlook and Lotus Notes gateways write these).
+    """
+    result: list[str] = []
+    index = 0
+    while index < len(pieces):
+        piece = pieces[index]
+        following = pieces[index + 1] if index + 1 < len(pieces) else ""
+        if _is_bare_name(piece) and _has_named_angle(following):
+            name, _, rest = following.strip().partition("<")
+            joined = f"{piece.strip()}, {name.strip()}".replace('"', "")
+            result.append(f'"{joined}" <{rest}')
+            index += 2
+            continue
+        result.append(piece)
+        index += 1
+    return result
+
+
+def _is_bare_name(piece: str) -> bool:
+    text = piece.strip()
+    return bool(text) and "@" not in text and "<" not in text and ":" not in text
+
+
+def _has_named_angle(piece: str) -> bool:
+    text = piece.strip()
+    return "<" in text and "@" in text and not text.startswith(("<", '"'))
+
+
+# --- body ------------------------------------------------------------------
+
+
+def _body_text(msg: EmailMessage, defects: list[str]) -> str:
+    part = msg.get_body(preferencelist=("plain", "html"))
+    if part is None:
+        return ""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    text = decode_text(payload, part.get_content_charset(), defects)
+    if part.get_content_subtype() == "html":
+        text = _strip_html(text)
+    return text
+
+
+def decode_text(payload: bytes, charset: str | None, defects: list[str]) -> str:
+    """Decode body bytes; iso-8859-1 and ascii labels are read as cp1252."""
+    label = (charset or "us-ascii").lower()
+    if label in _CP1252_LABELS:
+        try:
+            return payload.decode("cp1252")
+        except UnicodeDecodeError:
+            return payload.decode("latin-1")
+    try:
+        return payload.decode(label)
+    except LookupError:
+        defects.append(f"body: unknown charset {charset!r}")
+    except UnicodeDecodeError:
+        defects.append(f"body: not valid {charset}")
+    return payload.decode("utf-8", errors="replace")
+
+
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _strip_html(text: str) -> str:
+    import html
+
+    return html.unescape(_TAG.sub(" ", text))
+
+
+# --- date ------------------------------------------------------------------
+
+
+def _date(msg: Message, defects: list[str]) -> datetime | None:
+    raw = _raw(msg, "date")
+    if not raw.strip():
+        defects.append("no Date")
+        return None
+    try:
+        parsed = parsedate_to_datetime(" ".join(raw.split()))
+    except (TypeError, ValueError, IndexError):
+        defects.append(f"Date: cannot read {raw.strip()[:40]!r}")
+        return None
+    if parsed.tzinfo is None:
+        defects.append("Date: no zone; read as UTC")
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+# --- calendar --------------------------------------------------------------
+
+
+def _meeting(
+    msg: EmailMessage, defects: list[str]
+) -> tuple[Meeting | None, list[Participant]]:
+    part = _calendar_part(msg)
+    if part is None:
+        return None, []
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None, []
+    from mailsync import calendar
+
+    try:
+        return calendar.read_invitation(payload)
+    except ParseError as exc:
+        defects.append(f"calendar part: {exc}")
+        return None, []
+
+
+def _calendar_part(msg: EmailMessage) -> Message | None:
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        filename = (part.get_filename() or "").lower()
+        if ctype in ("text/calendar", "application/ics") or filename.endswith(".ics"):
+            return part
+    return None
+
+
+def as_date_or_datetime(value: object) -> datetime | date | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return value
+    return None

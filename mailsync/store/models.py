@@ -1,0 +1,261 @@
+"""The tables. Schema changes go through the Alembic migrations beside them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores aware datetimes as naive UTC, and hands them back aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime | None, dialect: object
+    ) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: datetime | None, dialect: object
+    ) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None else None
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    name_key: Mapped[str] = mapped_column(String(300), unique=True)
+    phone: Mapped[str] = mapped_column(String(100), default="")
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    domains: Mapped[list[AccountDomain]] = relationship(
+        back_populates="account", cascade="all, delete-orphan"
+    )
+
+
+class AccountDomain(Base):
+    __tablename__ = "account_domains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE")
+    )
+    domain: Mapped[str] = mapped_column(String(255), unique=True)
+    account: Mapped[Account] = relationship(back_populates="domains")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(300), default="")
+    phone: Mapped[str] = mapped_column(String(100), default="")
+    origin: Mapped[str] = mapped_column(String(20), default="import")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    addresses: Mapped[list[ContactAddress]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan"
+    )
+    account: Mapped[Account | None] = relationship()
+
+
+class ContactAddress(Base):
+    __tablename__ = "contact_addresses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE")
+    )
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    contact: Mapped[Contact] = relationship(back_populates="addresses")
+
+
+class AddressLink(Base):
+    """A manual link of one address, made by ``mailsync link ADDRESS``."""
+
+    __tablename__ = "address_links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    target_kind: Mapped[str] = mapped_column(String(10))
+    target_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Rep(Base):
+    __tablename__ = "reps"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300), unique=True)
+
+
+class Mailbox(Base):
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    last_cycle_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_counts: Mapped[str | None] = mapped_column(Text)
+    rep: Mapped[Rep] = relationship()
+
+
+class Cursor(Base):
+    """A connector's opaque sync position for one scope (a folder) of a mailbox."""
+
+    __tablename__ = "cursors"
+    __table_args__ = (UniqueConstraint("mailbox_id", "scope"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE")
+    )
+    scope: Mapped[str] = mapped_column(String(500))
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Activity(Base):
+    """One real-world item in the history, however many sources it has."""
+
+    __tablename__ = "activities"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    direction: Mapped[str] = mapped_column(String(20))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    preview: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str | None] = mapped_column(String(998))
+    author: Mapped[str | None] = mapped_column(String(320))
+    thread_refs: Mapped[str] = mapped_column(Text, default="[]")
+    defects: Mapped[str] = mapped_column(Text, default="[]")
+    meeting_uid: Mapped[str | None] = mapped_column(String(998))
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    all_day: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20), default="active")
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class ActivityKey(Base):
+    """An identity of an activity: a Message-ID, a fingerprint or a meeting UID."""
+
+    __tablename__ = "activity_keys"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(1000), unique=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Source(Base):
+    """Where an activity was seen: mailbox, folder, provider id, change key."""
+
+    __tablename__ = "sources"
+    __table_args__ = (UniqueConstraint("mailbox_id", "provider_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE")
+    )
+    folder: Mapped[str] = mapped_column(String(500))
+    provider_id: Mapped[str] = mapped_column(String(1000))
+    change_key: Mapped[str | None] = mapped_column(String(500))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ParticipantRow(Base):
+    __tablename__ = "participants"
+    __table_args__ = (
+        UniqueConstraint("activity_id", "address", "role"),
+        Index("ix_participants_address_status", "address", "status"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    response: Mapped[str | None] = mapped_column(String(30))
+    unresolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+
+
+class Link(Base):
+    """An activity tied to a contact or an account, with the rule that made it.
+
+    A manual unlink is kept as a row with ``suppressed`` set, so that no later
+    sync or relink brings the link back.
+    """
+
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("activity_id", "target_kind", "target_id"),
+        Index("ix_links_target", "target_kind", "target_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    target_kind: Mapped[str] = mapped_column(String(10))
+    target_id: Mapped[int] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(20))
+    manual: Mapped[bool] = mapped_column(Boolean, default=False)
+    suppressed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class SkippedItem(Base):
+    """An item seen and not recorded: excluded by a rule, or rejected as unreadable."""
+
+    __tablename__ = "skipped_items"
+    __table_args__ = (UniqueConstraint("mailbox_id", "provider_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE")
+    )
+    folder: Mapped[str] = mapped_column(String(500))
+    provider_id: Mapped[str] = mapped_column(String(1000))
+    outcome: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
