@@ -137,8 +137,6 @@ class ChangeBatch:
     """A page of changes in one folder, and the cursor that follows it.
 
     The store writes the items, the removals and the cursor in one transaction.
-    ``reset`` says the connector started over (its old cursor was refused), so
-    sources it does not report again may be gone.
     """
 
     folder: Folder
@@ -146,4 +144,3 @@ class ChangeBatch:
     removed: list[str] = field(default_factory=list)
     rejected: list[RejectedItem] = field(default_factory=list)
     cursor: str | None = None
-    reset: bool = False

@@ -152,7 +152,6 @@ class Activity(Base):
     preview: Mapped[str] = mapped_column(Text, default="")
     message_id: Mapped[str | None] = mapped_column(String(998))
     author: Mapped[str | None] = mapped_column(String(320))
-    thread_refs: Mapped[str] = mapped_column(Text, default="[]")
     defects: Mapped[str] = mapped_column(Text, default="[]")
     meeting_uid: Mapped[str | None] = mapped_column(String(998))
     starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -173,6 +172,18 @@ class ActivityKey(Base):
     activity_id: Mapped[int] = mapped_column(
         ForeignKey("activities.id", ondelete="CASCADE"), index=True
     )
+
+
+class ThreadRef(Base):
+    """A Message-ID that an activity points at (In-Reply-To or References)."""
+
+    __tablename__ = "thread_refs"
+    __table_args__ = (UniqueConstraint("activity_id", "message_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[str] = mapped_column(String(998), index=True)
 
 
 class Source(Base):
