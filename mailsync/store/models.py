@@ -222,6 +222,7 @@ class ParticipantRow(Base):
     response: Mapped[str | None] = mapped_column(String(30))
     unresolved: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(20))
+    rule: Mapped[str | None] = mapped_column(String(20))
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id", ondelete="SET NULL")
     )

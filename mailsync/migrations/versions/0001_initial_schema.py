@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-12-03 15:12:43.428302
+Create Date: 2026-12-03 15:13:58.636385
 """
 
 import sqlalchemy as sa
@@ -195,6 +195,7 @@ def upgrade() -> None:
         sa.Column("response", sa.String(length=30), nullable=True),
         sa.Column("unresolved", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
+        sa.Column("rule", sa.String(length=20), nullable=True),
         sa.Column("contact_id", sa.Integer(), nullable=True),
         sa.Column("account_id", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], ondelete="SET NULL"),

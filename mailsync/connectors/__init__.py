@@ -1,0 +1,16 @@
+"""Connectors: one module per mailbox kind. Only connectors speak protocols."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailsync.connectors.base import Connector
+
+
+def open_connector(mailbox: Any) -> Connector:
+    """The connector for a configured mailbox, chosen by its ``kind``."""
+    if mailbox.kind == "local":
+        from mailsync.connectors.local import LocalConnector
+
+        return LocalConnector(mailbox.path, batch_size=mailbox.batch_size)
+    raise ValueError(f"no connector for kind {mailbox.kind!r}")

@@ -1,0 +1,65 @@
+"""The interface every connector offers the sync core.
+
+A connector lists a mailbox's folders and, for one folder and its stored
+cursor, yields :class:`~mailsync.items.ChangeBatch` pages: new or changed items,
+removals, rejected items, and the cursor that follows the page. The core stores
+each page and its cursor in one transaction, so a connector must make a page's
+cursor cover exactly that page and everything before it.
+
+A cursor is opaque to the core. ``None`` means "never synced": the connector
+reads the folder from the start (or its back-fill window).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Protocol
+
+from mailsync.items import ChangeBatch, Folder, FolderRole
+
+
+class Connector(Protocol):
+    def folders(self) -> list[Folder]:
+        """The folders of the mailbox, with their roles."""
+        ...
+
+    def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
+        """Pages of changes since ``cursor``; each carries the cursor after it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...
+
+
+_ROLES = {
+    FolderRole.INBOX: {"inbox"},
+    FolderRole.SENT: {
+        "sent",
+        "sentitems",
+        "sentmail",
+        "sentmessages",
+        "sentmailfolder",
+    },
+    FolderRole.DRAFTS: {"drafts", "draft"},
+    FolderRole.JUNK: {"junk", "junkemail", "junkmail", "spam", "bulkmail"},
+    FolderRole.DELETED: {"trash", "deleteditems", "deletedmessages", "deleted", "bin"},
+    FolderRole.OUTBOX: {"outbox"},
+    FolderRole.CALENDAR: {"calendar"},
+    FolderRole.TASKS: {"tasks"},
+}
+
+
+def folder_key(name: str) -> str:
+    """A folder name compared loosely: ``Sent Items``, ``sent_items`` agree."""
+    return re.sub(r"[^a-z0-9]", "", name.rsplit("/", 1)[-1].lower())
+
+
+def role_from_name(name: str) -> FolderRole:
+    """The role a folder has by its name (the local connector has nothing else)."""
+    key = folder_key(name)
+    for role, names in _ROLES.items():
+        if key in names:
+            return role
+    return FolderRole.OTHER

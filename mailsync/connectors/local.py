@@ -1,0 +1,247 @@
+"""The local connector (``kind = "local"``): mail read from files.
+
+Three layouts, told apart by what ``path`` is:
+
+- an **mbox** file: one folder, named after the file;
+- a **maildir** (it has ``cur/`` or ``new/``): the top is the Inbox and each
+  Maildir++ subfolder (``.Sent``, ``.Sent.2026``) is a folder of its own;
+- a **tree** of RFC 822 files, one message per file with any name (the CMU
+  Enron layout ``<person>/<folder>/<n>_``): every directory that holds files is
+  a folder, named by its path under ``path``.
+
+The cursor of a folder is the list of files already read, each with its size
+and modification time, so a second run reads only new and changed files and
+reports the files that went away as removed. Names starting with a dot are
+never messages (``.gitkeep``, ``.DS_Store``, Dovecot's index files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mailbox
+import os
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailsync.connectors.base import role_from_name
+from mailsync.errors import ParseError, UserError
+from mailsync.items import ChangeBatch, Folder, FolderRole, Item, RejectedItem
+from mailsync.mime import parse_message
+
+_ROOT = "."
+
+
+@dataclass(frozen=True)
+class _Entry:
+    key: str
+    path: Path
+    stamp: tuple[int, int]  # (mtime_ns, size)
+    flags: str = ""
+
+
+class LocalConnector:
+    def __init__(self, path: Path, batch_size: int = 500) -> None:
+        if not path.exists():
+            raise UserError(
+                f"mailbox path {str(path)!r} does not exist; set `path` of the "
+                "mailbox to a maildir, an mbox file or a folder of messages"
+            )
+        self.path = path
+        self.batch_size = batch_size
+        if path.is_file():
+            self.layout = "mbox"
+        elif (path / "cur").is_dir() or (path / "new").is_dir():
+            self.layout = "maildir"
+        else:
+            self.layout = "tree"
+
+    def close(self) -> None:
+        pass
+
+    # --- folders -----------------------------------------------------------
+
+    def folders(self) -> list[Folder]:
+        if self.layout == "mbox":
+            return [
+                Folder(self.path.name, self.path.stem, role_from_name(self.path.stem))
+            ]
+        if self.layout == "maildir":
+            return self._maildir_folders()
+        return self._tree_folders()
+
+    def _maildir_folders(self) -> list[Folder]:
+        found = [Folder(_ROOT, "Inbox", FolderRole.INBOX)]
+        for child in sorted(self.path.iterdir()):
+            if (
+                child.name.startswith(".")
+                and child.name not in (".", "..")
+                and ((child / "cur").is_dir() or (child / "new").is_dir())
+            ):
+                name = child.name[1:].replace(".", "/")
+                found.append(Folder(child.name, name, role_from_name(name)))
+        return found
+
+    def _tree_folders(self) -> list[Folder]:
+        found = []
+        for current, dirs, files in os.walk(self.path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            if any(not f.startswith(".") for f in files):
+                relative = Path(current).relative_to(self.path).as_posix()
+                name = self.path.name if relative == _ROOT else relative
+                found.append(Folder(relative, name, role_from_name(name)))
+        return found
+
+    # --- changes -----------------------------------------------------------
+
+    def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
+        if self.layout == "mbox":
+            yield from self._mbox_changes(folder, cursor)
+            return
+        listing = self._listing(folder)
+        state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
+        todo = [e for e in listing.values() if tuple(state.get(e.key, ())) != e.stamp]
+        todo.sort(key=lambda e: _natural(e.key))
+        gone = sorted(k for k in state if k not in listing)
+
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            batch = ChangeBatch(folder)
+            for entry in chunk:
+                self._read(entry, folder, batch)
+                state[entry.key] = list(entry.stamp)
+            batch.cursor = _dump(state)
+            yield batch
+        if gone:
+            for key in gone:
+                del state[key]
+            removed = [_provider_id(folder, key) for key in gone]
+            yield ChangeBatch(folder, removed=removed, cursor=_dump(state))
+
+    def _listing(self, folder: Folder) -> dict[str, _Entry]:
+        base = self.path / folder.id if folder.id != _ROOT else self.path
+        if self.layout == "maildir":
+            return _maildir_listing(base)
+        return _plain_listing(base)
+
+    def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> None:
+        provider_id = _provider_id(folder, entry.key)
+        try:
+            data = entry.path.read_bytes()
+            item = parse_message(data, provider_id, folder)
+        except OSError as exc:
+            reason = f"cannot read {entry.path}: {exc.strerror or exc}"
+            batch.rejected.append(RejectedItem(provider_id, folder, reason))
+            return
+        except ParseError as exc:
+            batch.rejected.append(RejectedItem(provider_id, folder, str(exc)))
+            return
+        _apply_flags(item, entry.flags)
+        batch.items.append(item)
+
+    # --- mbox --------------------------------------------------------------
+
+    def _mbox_changes(
+        self, folder: Folder, cursor: str | None
+    ) -> Iterator[ChangeBatch]:
+        stat = self.path.stat()
+        stamp = [stat.st_mtime_ns, stat.st_size]
+        state = json.loads(cursor) if cursor else {"stamp": None, "ids": []}
+        if state["stamp"] == stamp:
+            return
+        known = set(state["ids"])
+        current: list[str] = []
+        repeats: Counter[str] = Counter()
+        batch = ChangeBatch(folder)
+        box = mailbox.mbox(self.path, create=False)
+        try:
+            for key in box.iterkeys():
+                data = box.get_bytes(key)
+                provider_id = _mbox_id(data, repeats)
+                current.append(provider_id)
+                if provider_id not in known:
+                    _read_bytes(data, provider_id, folder, batch)
+        finally:
+            box.close()
+        still_there = set(current)
+        batch.removed = [pid for pid in state["ids"] if pid not in still_there]
+        batch.cursor = json.dumps({"stamp": stamp, "ids": current})
+        yield batch
+
+
+def _maildir_listing(base: Path) -> dict[str, _Entry]:
+    entries: dict[str, _Entry] = {}
+    for sub in ("new", "cur"):
+        directory = base / sub
+        if not directory.is_dir():
+            continue
+        for child in os.scandir(directory):
+            if child.name.startswith(".") or not child.is_file():
+                continue
+            # "unique:2,FLAGS" ("!" on file systems that forbid ":"); the flags
+            # change when the rep reads or flags the message, the unique part not.
+            unique, info = _split_maildir_name(child.name)
+            stat = child.stat()
+            entries[unique] = _Entry(
+                unique, Path(child.path), (stat.st_mtime_ns, stat.st_size), info
+            )
+    return entries
+
+
+_INFO = re.compile(r"[:!]2,")
+
+
+def _split_maildir_name(name: str) -> tuple[str, str]:
+    """The unique part and the flags of a maildir file name."""
+    parts = _INFO.split(name, maxsplit=1)
+    unique = re.split(r"[:!]", parts[0], maxsplit=1)[0]
+    return unique, parts[1] if len(parts) > 1 else ""
+
+
+def _plain_listing(base: Path) -> dict[str, _Entry]:
+    entries: dict[str, _Entry] = {}
+    for child in os.scandir(base):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        stat = child.stat()
+        entries[child.name] = _Entry(
+            child.name, Path(child.path), (stat.st_mtime_ns, stat.st_size)
+        )
+    return entries
+
+
+def _apply_flags(item: Item, flags: str) -> None:
+    if "D" in flags:  # the maildir "draft" flag
+        item.is_draft = True
+
+
+def _read_bytes(
+    data: bytes, provider_id: str, folder: Folder, batch: ChangeBatch
+) -> None:
+    try:
+        batch.items.append(parse_message(data, provider_id, folder))
+    except ParseError as exc:
+        batch.rejected.append(RejectedItem(provider_id, folder, str(exc)))
+
+
+def _mbox_id(data: bytes, repeats: Counter[str]) -> str:
+    """A message's id in an mbox: its content hash, numbered if repeated."""
+    digest = hashlib.sha1(data).hexdigest()[:24]
+    count = repeats[digest]
+    repeats[digest] += 1
+    return digest if count == 0 else f"{digest}#{count}"
+
+
+def _provider_id(folder: Folder, key: str) -> str:
+    return f"{folder.id}/{key}"
+
+
+def _dump(state: dict[str, list[int]]) -> str:
+    return json.dumps({"files": state}, separators=(",", ":"), sort_keys=True)
+
+
+def _natural(name: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
