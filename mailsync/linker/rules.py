@@ -116,7 +116,7 @@ def match_participants(
         seen.add((address, person.role))
         status = _role_status(person, address, sent, org)
         if status is None:
-            matches.append(_match_address(person, address, directory, org))
+            matches.append(match_address(person, address, directory, org))
         else:
             matches.append(_plain(person, address, status))
     return matches
@@ -147,7 +147,7 @@ def _plain(person: Participant, address: str, status: MatchStatus) -> Match:
     )
 
 
-def _match_address(
+def match_address(
     person: Participant, address: str, directory: Directory, org: Organisation
 ) -> Match:
     base = _plain(person, address, MatchStatus.UNKNOWN)

@@ -1,0 +1,535 @@
+"""The ``mailsync`` command line.
+
+Errors are handled in one place, :func:`main`: a user or configuration error
+prints its message (which names the fix) and exits 2, with no traceback; a
+bug prints a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailsync.config import Config, load_config
+from mailsync.errors import MailsyncError, UserError
+from mailsync.linker.addresses import normalise
+from mailsync.store import db
+from mailsync.store.directory import (
+    account_by_name,
+    contact_by_address,
+    ensure_mailbox,
+    load_directory,
+)
+from mailsync.store.models import Activity, AddressLink, Link
+
+log = logging.getLogger("mailsync")
+
+
+@dataclass
+class App:
+    config_path: str | None
+    _config: Config | None = None
+    _factory: sessionmaker[Session] | None = None
+
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    def sessions(self, *, check_schema: bool = True) -> sessionmaker[Session]:
+        if self._factory is None:
+            engine = db.open_engine(self.config.database.url)
+            if check_schema:
+                db.require_current(engine)
+            self._factory = db.sessions(engine)
+        return self._factory
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        with db.transaction(self.sessions()) as session:
+            yield session
+
+
+pass_app = click.make_pass_decorator(App)
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group()
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    help="Configuration file (default: $MAILSYNC_CONFIG or config/mailsync.toml).",
+)
+@click.option(
+    "--log-level",
+    default="WARNING",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks of unexpected errors.")
+@click.pass_context
+def cli(
+    ctx: click.Context, config_path: str | None, log_level: str, debug: bool
+) -> None:
+    """mailsync: an automatic Activity History for a small sales team."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    ctx.obj = App(config_path)
+    ctx.meta["debug"] = debug
+
+
+# --- database --------------------------------------------------------------
+
+
+@cli.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database (or bring it up to date) and register the mailboxes."""
+    engine = db.open_engine(app.config.database.url)
+    db.upgrade(engine)
+    with app.transaction() as session:
+        for mailbox in app.config.mailboxes:
+            ensure_mailbox(session, mailbox.address, mailbox.rep, mailbox.kind)
+    click.echo(f"database ready: {db.masked(app.config.database.url)}")
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Apply the migrations this mailsync has and the database lacks."""
+    engine = db.open_engine(app.config.database.url)
+    db.upgrade(engine)
+    current, _head = db.schema_state(engine)
+    click.echo(f"schema at revision {current}")
+
+
+# --- contacts and accounts -------------------------------------------------
+
+
+@cli.group()
+def contacts() -> None:
+    """Business Contacts."""
+
+
+@cli.group()
+def accounts() -> None:
+    """Accounts."""
+
+
+def _import(app: App, path: str, kind: str) -> None:
+    from mailsync import importer
+    from mailsync.relink import relink
+    from mailsync.sync import organisation
+
+    rows = importer.read_rows(Path(path), kind)
+    with app.transaction() as session:
+        run = (
+            importer.import_accounts if kind == "accounts" else importer.import_contacts
+        )
+        report = run(session, rows)
+        relinked = relink(session, load_directory(session), organisation(app.config))
+    for line, message in report.errors:
+        click.echo(f"{path}:{line}: {message}", err=True)
+    click.echo(
+        f"{kind}: {report.created} created, {report.updated} updated, "
+        f"{report.unchanged} unchanged, {len(report.errors)} rejected; "
+        f"{relinked.activities} activities relinked"
+    )
+    if report.errors:
+        sys.exit(1)
+
+
+@contacts.command("import")
+@click.argument("file", type=click.Path())
+@pass_app
+def contacts_import(app: App, file: str) -> None:
+    """Import contacts from CSV (name,emails,account,title,phone) or vCard."""
+    _import(app, file, "contacts")
+
+
+@accounts.command("import")
+@click.argument("file", type=click.Path())
+@pass_app
+def accounts_import(app: App, file: str) -> None:
+    """Import accounts from CSV (name,domains,phone,notes) or vCard."""
+    _import(app, file, "accounts")
+
+
+@contacts.command("list")
+@format_option
+@pass_app
+def contacts_list(app: App, fmt: str) -> None:
+    """List the Business Contacts."""
+    from mailsync.queries import contacts_listing
+
+    with app.transaction() as session:
+        rows = contacts_listing(session)
+    if fmt == "json":
+        emit_json(rows)
+        return
+    for row in rows:
+        account = f" ({row['account']})" if row["account"] else ""
+        click.echo(f"{row['name']}{account}: {', '.join(row['emails'])}")
+
+
+@accounts.command("list")
+@format_option
+@pass_app
+def accounts_list(app: App, fmt: str) -> None:
+    """List the Accounts."""
+    from mailsync.queries import accounts_listing
+
+    with app.transaction() as session:
+        rows = accounts_listing(session)
+    if fmt == "json":
+        emit_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['name']}: {', '.join(row['domains'])}")
+
+
+# --- sync ------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--once",
+    is_flag=True,
+    default=True,
+    help="Run one cycle of every mailbox and exit (the only mode of `sync`).",
+)
+@click.option("--mailbox", "address", help="Sync only this mailbox.")
+@format_option
+@pass_app
+def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
+    """Run one sync cycle of the configured mailboxes."""
+    from dataclasses import asdict
+
+    from mailsync.sync import sync_mailbox
+
+    config = app.config
+    mailboxes = (
+        [config.mailbox(address)]
+        if address
+        else [m for m in config.mailboxes if m.enabled]
+    )
+    if not mailboxes:
+        raise UserError(
+            "no mailbox to sync; add a [[mailboxes]] entry to the configuration"
+        )
+    factory = app.sessions()
+    reports = []
+    failed = False
+    for mailbox in mailboxes:
+        try:
+            reports.append(sync_mailbox(factory, config, mailbox))
+        except MailsyncError as exc:
+            failed = True
+            click.echo(f"mailbox {mailbox.address}: {exc}", err=True)
+    if fmt == "json":
+        emit_json([asdict(r) for r in reports])
+    else:
+        for r in reports:
+            click.echo(r.log_line() % r.log_args())
+    if failed:
+        sys.exit(1)
+
+
+# --- history ---------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--contact", "contact_email", help="The contact's e-mail address.")
+@click.option("--account", "account_name", help="The account's name.")
+@click.option("--limit", type=int, help="Only the newest N activities.")
+@format_option
+@pass_app
+def history(
+    app: App,
+    contact_email: str | None,
+    account_name: str | None,
+    limit: int | None,
+    fmt: str,
+) -> None:
+    """Show the Activity History of a contact or an account, oldest first."""
+    from mailsync.queries import history as timeline
+
+    if bool(contact_email) == bool(account_name):
+        raise UserError("give exactly one of --contact EMAIL or --account NAME")
+    with app.transaction() as session:
+        kind, target_id, title = _target(session, contact_email, account_name)
+        views = timeline(session, kind, target_id, limit)
+    if fmt == "json":
+        emit_json([v.as_json() for v in views])
+        return
+    click.echo(f"{title}: {len(views)} activities")
+    for view in views:
+        when = view.occurred_at.strftime("%Y-%m-%d %H:%M")
+        people = ", ".join(sorted({c["name"] for c in view.contacts})) or "-"
+        rules = ",".join(sorted({r["rule"] for r in view.link_rules}))
+        mark = " [cancelled]" if view.status == "cancelled" else ""
+        click.echo(
+            f"{when}  {view.direction[:3]:3}  {view.kind:7}  {view.subject[:60]:60}"
+            f"  {people}  ({rules}){mark}"
+        )
+
+
+def _target(
+    session: Session, contact_email: str | None, account_name: str | None
+) -> tuple[str, int, str]:
+    if contact_email:
+        address = normalise(contact_email) or contact_email
+        contact = contact_by_address(session, address)
+        if contact is None:
+            raise UserError(
+                f"no contact with address {contact_email!r}; see `mailsync contacts list`"
+            )
+        return "contact", contact.id, contact.name
+    assert account_name is not None
+    account = account_by_name(session, account_name)
+    if account is None:
+        raise UserError(
+            f"no account named {account_name!r}; see `mailsync accounts list`"
+        )
+    return "account", account.id, account.name
+
+
+# --- unknown addresses and manual links ------------------------------------
+
+
+@cli.command()
+@format_option
+@pass_app
+def unlinked(app: App, fmt: str) -> None:
+    """List external addresses that matched no contact or account."""
+    from mailsync.queries import unlinked as unknown
+
+    with app.transaction() as session:
+        rows = unknown(session)
+    if fmt == "json":
+        emit_json([r.as_json() for r in rows])
+        return
+    click.echo(f"{len(rows)} unlinked addresses")
+    for r in rows:
+        click.echo(
+            f"{r.count:5}  {r.address:40}  {r.first_seen:%Y-%m-%d} .. {r.last_seen:%Y-%m-%d}"
+            f"  {r.sample_subject[:50]}"
+        )
+
+
+@cli.command()
+@click.argument("address", required=False)
+@click.option("--activity", "activity_id", type=int, help="Link one activity instead.")
+@click.option(
+    "--contact", "contact_email", help="Link to the contact with this address."
+)
+@click.option("--account", "account_name", help="Link to the account with this name.")
+@pass_app
+def link(
+    app: App,
+    address: str | None,
+    activity_id: int | None,
+    contact_email: str | None,
+    account_name: str | None,
+) -> None:
+    """Resolve an unknown ADDRESS (or one --activity) to a contact or an account."""
+    _manual(app, address, activity_id, contact_email, account_name, linked=True)
+
+
+@cli.command()
+@click.argument("address", required=False)
+@click.option("--activity", "activity_id", type=int, help="Unlink one activity.")
+@click.option("--contact", "contact_email", help="The contact to unlink.")
+@click.option("--account", "account_name", help="The account to unlink.")
+@pass_app
+def unlink(
+    app: App,
+    address: str | None,
+    activity_id: int | None,
+    contact_email: str | None,
+    account_name: str | None,
+) -> None:
+    """Undo a manual ADDRESS link, or unlink one --activity from a contact or account."""
+    _manual(app, address, activity_id, contact_email, account_name, linked=False)
+
+
+def _manual(
+    app: App,
+    address: str | None,
+    activity_id: int | None,
+    contact_email: str | None,
+    account_name: str | None,
+    *,
+    linked: bool,
+) -> None:
+    from mailsync.relink import relink
+    from mailsync.store.history import relink_activity
+    from mailsync.sync import organisation
+
+    if bool(address) == bool(activity_id):
+        raise UserError("give either an ADDRESS or --activity ID")
+    with app.transaction() as session:
+        if address:
+            normal = normalise(address)
+            if normal is None:
+                raise UserError(f"{address!r} is not an e-mail address")
+            message = _address_link(
+                session, normal, contact_email, account_name, linked
+            )
+            relink(session, load_directory(session), organisation(app.config), [normal])
+        else:
+            assert activity_id is not None
+            if bool(contact_email) == bool(account_name):
+                raise UserError("give exactly one of --contact EMAIL or --account NAME")
+            kind, target_id, name = _target(session, contact_email, account_name)
+            message = _activity_link(
+                session, activity_id, kind, target_id, name, linked
+            )
+            relink_activity(session, activity_id)
+    click.echo(message)
+
+
+def _address_link(
+    session: Session,
+    address: str,
+    contact_email: str | None,
+    account_name: str | None,
+    linked: bool,
+) -> str:
+    existing = session.scalar(select(AddressLink).where(AddressLink.address == address))
+    if not linked:
+        if existing is None:
+            raise UserError(f"{address} has no manual link to undo")
+        session.delete(existing)
+        return f"{address}: manual link removed"
+    if bool(contact_email) == bool(account_name):
+        raise UserError("give exactly one of --contact EMAIL or --account NAME")
+    kind, target_id, name = _target(session, contact_email, account_name)
+    if existing is None:
+        existing = AddressLink(address=address, target_kind=kind, target_id=target_id)
+        session.add(existing)
+    existing.target_kind, existing.target_id = kind, target_id
+    session.flush()
+    return f"{address}: linked to {kind} {name}"
+
+
+def _activity_link(
+    session: Session,
+    activity_id: int,
+    kind: str,
+    target_id: int,
+    name: str,
+    linked: bool,
+) -> str:
+    if session.get(Activity, activity_id) is None:
+        raise UserError(
+            f"no activity {activity_id}; the ids are in `history --format json`"
+        )
+    session.execute(
+        delete(Link).where(
+            Link.activity_id == activity_id,
+            Link.target_kind == kind,
+            Link.target_id == target_id,
+        )
+    )
+    session.add(
+        Link(
+            activity_id=activity_id,
+            target_kind=kind,
+            target_id=target_id,
+            rule="manual",
+            manual=linked,
+            suppressed=not linked,
+        )
+    )
+    session.flush()
+    verb = "linked to" if linked else "unlinked from"
+    return f"activity {activity_id}: {verb} {kind} {name}"
+
+
+# --- status ----------------------------------------------------------------
+
+
+@cli.command()
+@format_option
+@pass_app
+def status(app: App, fmt: str) -> None:
+    """Per mailbox: the last cycle, counts, and the items that could not be read."""
+    from mailsync.queries import mailbox_status
+
+    with app.transaction() as session:
+        rows = mailbox_status(session)
+    if fmt == "json":
+        emit_json([r.as_json() for r in rows])
+        return
+    for r in rows:
+        when = f"{r.last_cycle_at:%Y-%m-%d %H:%M:%S}" if r.last_cycle_at else "never"
+        click.echo(
+            f"{r.address} ({r.rep}, {r.kind}): last cycle {when}; {r.activities} "
+            f"activities, {r.links} links, {r.unlinked} unlinked, {r.excluded} excluded, "
+            f"{len(r.rejected)} rejected"
+        )
+        if r.last_error:
+            click.echo(f"  last error: {r.last_error}")
+        for item in r.rejected:
+            click.echo(
+                f"  rejected {item['provider_id']} in {item['folder']}: {item['reason']}"
+            )
+
+
+def main() -> None:
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except UserError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except MailsyncError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except Exception as exc:
+        if "--debug" in sys.argv:
+            raise
+        click.echo(
+            f"unexpected error (a bug): {type(exc).__name__}: {exc}; "
+            "run again with --debug for the traceback",
+            err=True,
+        )
+        sys.exit(70)
+    sys.exit(code if isinstance(code, int) else 0)

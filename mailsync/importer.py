@@ -1,0 +1,303 @@
+"""Importing Business Contacts and Accounts from CSV and vCard files.
+
+CSV columns (a header row is required; names are matched without case):
+
+- accounts: ``name``, ``domains`` (several separated by ``;``), ``phone``, ``notes``;
+- contacts: ``name``, ``emails`` (several separated by ``;``), ``account`` (by
+  name, may be empty), ``title``, ``phone``.
+
+vCard (.vcf, 3.0 or 4.0): a contact per card from FN, EMAIL, ORG, TITLE and TEL;
+for accounts, ORG (or FN) names the account and the EMAIL and URL domains are
+its domains.
+
+Importing the same file again changes nothing. A bad row is reported with its
+line number and what is wrong, and the other rows are still imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import vobject
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailsync.errors import UserError
+from mailsync.linker.addresses import normalise, normalise_domain
+from mailsync.store.directory import account_by_name, contact_by_address, name_key
+from mailsync.store.models import Account, AccountDomain, Contact, ContactAddress
+
+_PHONE = ("phone", "business phone", "telephone")
+_COLUMNS = {
+    "accounts": {
+        "name": ("name", "account", "account name", "company"),
+        "domains": ("domains", "domain", "website", "web site"),
+        "phone": _PHONE,
+        "notes": ("notes", "note", "description"),
+    },
+    "contacts": {
+        "name": ("name", "full name", "display name"),
+        "emails": ("emails", "email", "e-mail", "email address", "e-mail address"),
+        "account": ("account", "company", "organization", "organisation"),
+        "title": ("title", "job title"),
+        "phone": _PHONE,
+    },
+}
+_REQUIRED = {"accounts": ("name", "domains"), "contacts": ("name", "emails")}
+
+
+@dataclass
+class Row:
+    line: int
+    fields: dict[str, str]
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def bad(self, line: int, message: str) -> None:
+        self.errors.append((line, message))
+
+
+class RowError(Exception):
+    """What is wrong with one row."""
+
+
+# --- reading files ---------------------------------------------------------
+
+
+def read_rows(path: Path, kind: str) -> Iterator[Row]:
+    """The rows of a CSV or vCard file, as fields named like the CSV columns."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give the path of a .csv or .vcf file")
+    text = _read_text(path)
+    if path.suffix.lower() in (".vcf", ".vcard") or text.lstrip().upper().startswith(
+        "BEGIN:VCARD"
+    ):
+        yield from _vcard_rows(text, kind, path)
+    else:
+        yield from _csv_rows(text, kind, path)
+
+
+def _read_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", errors="replace")  # Excel's "CSV" on Windows
+
+
+def _csv_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise UserError(f"{path}: the file is empty; it needs a header row")
+    columns = _columns(header, kind, path)
+    for values in reader:
+        if not any(v.strip() for v in values):
+            continue
+        fields = {
+            name: values[index].strip() if index < len(values) else ""
+            for name, index in columns.items()
+        }
+        yield Row(reader.line_num, fields)
+
+
+def _columns(header: list[str], kind: str, path: Path) -> dict[str, int]:
+    """Which column holds which field, by the header's names."""
+    lowered = [h.strip().lower() for h in header]
+    columns = {}
+    for name, aliases in _COLUMNS[kind].items():
+        found = next((alias for alias in aliases if alias in lowered), None)
+        if found is not None:
+            columns[name] = lowered.index(found)
+    missing = [r for r in _REQUIRED[kind] if r not in columns]
+    if missing:
+        raise UserError(
+            f"{path}: no {' or '.join(repr(m) for m in missing)} column; the header "
+            f"must name the columns {', '.join(_COLUMNS[kind])}"
+        )
+    return columns
+
+
+def _vcard_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
+    try:
+        cards = list(vobject.readComponents(text, ignoreUnreadable=True))
+    except Exception as exc:  # vobject raises several unrelated types
+        raise UserError(f"{path}: not a readable vCard file: {exc}") from None
+    for number, card in enumerate(cards, start=1):
+        yield Row(number, _card_fields(card, kind))
+
+
+def _card_fields(card: Any, kind: str) -> dict[str, str]:
+    def values(name: str) -> list[str]:
+        return [str(c.value) for c in getattr(card, "contents", {}).get(name, [])]
+
+    org = values("org")
+    org_name = ""
+    if org:
+        first = card.contents["org"][0].value
+        org_name = first[0] if isinstance(first, list) else str(first)
+    emails = values("email")
+    fields = {
+        "name": (values("fn") or [""])[0],
+        "emails": ";".join(emails),
+        "account": org_name,
+        "title": (values("title") or [""])[0],
+        "phone": (values("tel") or [""])[0],
+    }
+    if kind == "accounts":
+        hosts = [
+            urlsplit(u if "//" in u else f"//{u}").hostname or "" for u in values("url")
+        ]
+        domains = [e.rpartition("@")[2] for e in emails] + hosts
+        fields = {
+            "name": org_name or fields["name"],
+            "domains": ";".join(d.removeprefix("www.") for d in domains if d),
+            "phone": fields["phone"],
+            "notes": (values("note") or [""])[0],
+        }
+    return fields
+
+
+# --- applying rows ---------------------------------------------------------
+
+
+def import_accounts(session: Session, rows: Iterator[Row]) -> ImportReport:
+    report = ImportReport()
+    for row in rows:
+        try:
+            with session.begin_nested():
+                outcome = _upsert_account(session, row.fields)
+        except RowError as exc:
+            report.bad(row.line, str(exc))
+            continue
+        _count(report, outcome)
+    return report
+
+
+def import_contacts(session: Session, rows: Iterator[Row]) -> ImportReport:
+    report = ImportReport()
+    for row in rows:
+        try:
+            with session.begin_nested():
+                outcome = _upsert_contact(session, row.fields)
+        except RowError as exc:
+            report.bad(row.line, str(exc))
+            continue
+        _count(report, outcome)
+    return report
+
+
+def _count(report: ImportReport, outcome: str) -> None:
+    setattr(report, outcome, getattr(report, outcome) + 1)
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.replace(",", ";").split(";") if v.strip()]
+
+
+def _upsert_account(session: Session, fields: dict[str, str]) -> str:
+    name = " ".join(fields.get("name", "").split())
+    if not name:
+        raise RowError("the name is empty")
+    domains = []
+    for raw in _split(fields.get("domains", "")):
+        domain = normalise_domain(raw.removeprefix("@"))
+        if domain is None or "." not in domain:
+            raise RowError(f"{raw!r} is not a domain (write it like example.com)")
+        domains.append(domain)
+    if not domains:
+        raise RowError(f"account {name!r} has no domain; give at least one")
+
+    for domain in domains:
+        owner = session.scalar(
+            select(AccountDomain).where(AccountDomain.domain == domain)
+        )
+        if owner is not None and owner.account.name_key != name_key(name):
+            raise RowError(
+                f"domain {domain} already belongs to account {owner.account.name!r}"
+            )
+
+    account = account_by_name(session, name)
+    created = account is None
+    if account is None:
+        account = Account(name=name, name_key=name_key(name))
+        session.add(account)
+    changed = _set(
+        account, name=name, phone=fields.get("phone", ""), notes=fields.get("notes", "")
+    )
+    known = {d.domain for d in account.domains}
+    for domain in domains:
+        if domain not in known:
+            account.domains.append(AccountDomain(domain=domain))
+            changed = True
+    session.flush()
+    return "created" if created else ("updated" if changed else "unchanged")
+
+
+def _upsert_contact(session: Session, fields: dict[str, str]) -> str:
+    name = " ".join(fields.get("name", "").split())
+    addresses = []
+    for raw in _split(fields.get("emails", "")):
+        address = normalise(raw)
+        if address is None or "." not in address.rpartition("@")[2]:
+            raise RowError(f"{raw!r} is not an e-mail address")
+        addresses.append(address)
+    if not addresses:
+        raise RowError(f"contact {name or '(no name)'!r} has no e-mail address")
+    if not name:
+        raise RowError(f"the contact with {addresses[0]} has no name")
+
+    account = None
+    account_name = fields.get("account", "").strip()
+    if account_name:
+        account = account_by_name(session, account_name)
+        if account is None:
+            raise RowError(
+                f"account {account_name!r} not found; import the accounts first, "
+                "or leave the account column empty"
+            )
+
+    owners = {contact_by_address(session, a) for a in addresses} - {None}
+    if len(owners) > 1:
+        names = ", ".join(sorted(repr(o.name) for o in owners if o))
+        raise RowError(f"its addresses belong to different contacts ({names})")
+    contact = owners.pop() if owners else None
+    created = contact is None
+    if contact is None:
+        contact = Contact(name=name)
+        session.add(contact)
+
+    changed = _set(
+        contact, name=name, title=fields.get("title", ""), phone=fields.get("phone", "")
+    )
+    if contact.account_id != (account.id if account else None):
+        contact.account = account
+        changed = True
+    known = {a.address for a in contact.addresses}
+    for address in addresses:
+        if address not in known:
+            contact.addresses.append(ContactAddress(address=address))
+            changed = True
+    session.flush()
+    return "created" if created else ("updated" if changed else "unchanged")
+
+
+def _set(row: object, **values: str) -> bool:
+    changed = False
+    for key, value in values.items():
+        if getattr(row, key) != value:
+            setattr(row, key, value)
+            changed = True
+    return changed

@@ -1,0 +1,398 @@
+"""Reading the history back: timelines, unknown addresses, status.
+
+Each view has a stable JSON shape (``as_json``), documented in the README.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailsync.store.models import (
+    Account,
+    Activity,
+    Contact,
+    ContactAddress,
+    Link,
+    Mailbox,
+    ParticipantRow,
+    Rep,
+    SkippedItem,
+    Source,
+)
+
+
+@dataclass
+class ActivityView:
+    id: int
+    kind: str
+    direction: str
+    occurred_at: datetime
+    subject: str
+    status: str
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    contacts: list[dict[str, Any]] = field(default_factory=list)
+    accounts: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    link_rules: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "direction": self.direction,
+            "occurred_at": iso(self.occurred_at),
+            "subject": self.subject,
+            "status": self.status,
+            "participants": self.participants,
+            "contacts": self.contacts,
+            "accounts": self.accounts,
+            "sources": self.sources,
+            "link_rules": self.link_rules,
+        }
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def history(
+    session: Session, target_kind: str, target_id: int, limit: int | None = None
+) -> list[ActivityView]:
+    """The timeline of a contact or an account, oldest first."""
+    query = select(Link.activity_id).where(
+        Link.target_kind == target_kind,
+        Link.target_id == target_id,
+        Link.suppressed.is_(False),
+    )
+    ids = list(session.scalars(query))
+    return activity_views(session, ids, limit)
+
+
+def activity_views(
+    session: Session, ids: Sequence[int], limit: int | None = None
+) -> list[ActivityView]:
+    query = (
+        select(Activity)
+        .where(Activity.id.in_(ids))
+        .order_by(Activity.occurred_at, Activity.id)
+    )
+    activities = list(session.scalars(query))
+    if limit is not None:
+        activities = activities[-limit:]
+    views = {
+        a.id: ActivityView(
+            a.id, a.kind, a.direction, a.occurred_at, a.subject, a.status
+        )
+        for a in activities
+    }
+    _add_participants(session, views)
+    _add_links(session, views)
+    _add_sources(session, views)
+    return list(views.values())
+
+
+def _add_participants(session: Session, views: dict[int, ActivityView]) -> None:
+    rows = session.scalars(
+        select(ParticipantRow)
+        .where(ParticipantRow.activity_id.in_(views))
+        .order_by(ParticipantRow.id)
+    )
+    for row in rows:
+        views[row.activity_id].participants.append(
+            {
+                "address": row.address,
+                "name": row.name,
+                "role": row.role,
+                "status": row.status,
+                "response": row.response,
+            }
+        )
+
+
+def _add_links(session: Session, views: dict[int, ActivityView]) -> None:
+    links = list(
+        session.scalars(
+            select(Link).where(Link.activity_id.in_(views), Link.suppressed.is_(False))
+        )
+    )
+    contacts = _names(
+        session, Contact, [x.target_id for x in links if x.target_kind == "contact"]
+    )
+    accounts = _names(
+        session, Account, [x.target_id for x in links if x.target_kind == "account"]
+    )
+    emails = _first_addresses(session, list(contacts))
+    for link in links:
+        view = views[link.activity_id]
+        if link.target_kind == "contact":
+            name = contacts.get(link.target_id, "?")
+            view.contacts.append(
+                {
+                    "id": link.target_id,
+                    "name": name,
+                    "email": emails.get(link.target_id),
+                }
+            )
+        else:
+            name = accounts.get(link.target_id, "?")
+            view.accounts.append({"id": link.target_id, "name": name})
+        view.link_rules.append(
+            {"target": link.target_kind, "name": name, "rule": link.rule}
+        )
+
+
+def _add_sources(session: Session, views: dict[int, ActivityView]) -> None:
+    rows = session.execute(
+        select(Source, Mailbox.address)
+        .join(Mailbox, Mailbox.id == Source.mailbox_id)
+        .where(Source.activity_id.in_(views))
+        .order_by(Source.id)
+    )
+    for source, mailbox in rows:
+        views[source.activity_id].sources.append(
+            {
+                "mailbox": mailbox,
+                "folder": source.folder,
+                "provider_id": source.provider_id,
+                "removed": source.removed_at is not None,
+            }
+        )
+
+
+def _names(
+    session: Session, model: type[Contact] | type[Account], ids: list[int]
+) -> dict[int, str]:
+    if not ids:
+        return {}
+    return dict(
+        session.execute(
+            select(model.id, model.name).where(model.id.in_(set(ids)))
+        ).all()
+    )
+
+
+def _first_addresses(session: Session, contact_ids: list[int]) -> dict[int, str]:
+    found: dict[int, str] = {}
+    rows = session.execute(
+        select(ContactAddress.contact_id, ContactAddress.address)
+        .where(ContactAddress.contact_id.in_(contact_ids))
+        .order_by(ContactAddress.id)
+    )
+    for contact_id, address in rows:
+        found.setdefault(contact_id, address)
+    return found
+
+
+# --- unknown addresses -----------------------------------------------------
+
+
+@dataclass
+class UnlinkedAddress:
+    address: str
+    name: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    sample_subject: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "name": self.name,
+            "count": self.count,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "sample_subject": self.sample_subject,
+        }
+
+
+def unlinked(session: Session) -> list[UnlinkedAddress]:
+    """External addresses that matched nothing, most frequent first (rule 10)."""
+    stats = session.execute(
+        select(
+            ParticipantRow.address,
+            func.count(func.distinct(ParticipantRow.activity_id)),
+            func.min(Activity.occurred_at),
+            func.max(Activity.occurred_at),
+            func.max(ParticipantRow.name),
+            func.max(Activity.id),
+        )
+        .join(Activity, Activity.id == ParticipantRow.activity_id)
+        .where(ParticipantRow.status.in_(["unknown", "unresolved"]))
+        .group_by(ParticipantRow.address)
+    ).all()
+    samples = dict(
+        session.execute(
+            select(Activity.id, Activity.subject).where(
+                Activity.id.in_([s[5] for s in stats])
+            )
+        ).all()
+    )
+    result = [
+        UnlinkedAddress(
+            address,
+            name or "",
+            count,
+            _aware(first),
+            _aware(last),
+            samples.get(latest, ""),
+        )
+        for address, count, first, last, name, latest in stats
+    ]
+    result.sort(key=lambda u: (-u.count, u.address))
+    return result
+
+
+def _aware(value: Any) -> datetime:
+    # min()/max() come back as plain values, not through the column's type.
+    from datetime import UTC
+
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+# --- status ----------------------------------------------------------------
+
+
+@dataclass
+class MailboxStatus:
+    address: str
+    rep: str
+    kind: str
+    last_cycle_at: datetime | None
+    last_error: str | None
+    last_counts: dict[str, Any]
+    activities: int
+    links: int
+    unlinked: int
+    excluded: int
+    rejected: list[dict[str, Any]]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "mailbox": self.address,
+            "rep": self.rep,
+            "kind": self.kind,
+            "last_cycle_at": iso(self.last_cycle_at),
+            "last_error": self.last_error,
+            "last_cycle": self.last_counts,
+            "activities": self.activities,
+            "links": self.links,
+            "unlinked": self.unlinked,
+            "excluded": self.excluded,
+            "rejected": self.rejected,
+        }
+
+
+def mailbox_status(session: Session) -> list[MailboxStatus]:
+    result = []
+    for mailbox, rep in session.execute(
+        select(Mailbox, Rep.name).join(Rep).order_by(Mailbox.address)
+    ):
+        result.append(_one_status(session, mailbox, rep))
+    return result
+
+
+def _one_status(session: Session, mailbox: Mailbox, rep: str) -> MailboxStatus:
+    activity_ids = select(Source.activity_id).where(Source.mailbox_id == mailbox.id)
+    activities = session.scalar(
+        select(func.count(func.distinct(Source.activity_id))).where(
+            Source.mailbox_id == mailbox.id
+        )
+    )
+    links = session.scalar(
+        select(func.count())
+        .select_from(Link)
+        .where(Link.activity_id.in_(activity_ids), Link.suppressed.is_(False))
+    )
+    linked_ids = select(Link.activity_id).where(Link.suppressed.is_(False))
+    unlinked_count = session.scalar(
+        select(func.count())
+        .select_from(Activity)
+        .where(Activity.id.in_(activity_ids), Activity.id.not_in(linked_ids))
+    )
+    skipped = session.execute(
+        select(SkippedItem.outcome, func.count())
+        .where(SkippedItem.mailbox_id == mailbox.id)
+        .group_by(SkippedItem.outcome)
+    ).all()
+    rejected = [
+        {
+            "folder": r.folder,
+            "provider_id": r.provider_id,
+            "reason": r.reason,
+            "seen_at": iso(r.seen_at),
+        }
+        for r in session.scalars(
+            select(SkippedItem)
+            .where(
+                SkippedItem.mailbox_id == mailbox.id, SkippedItem.outcome == "rejected"
+            )
+            .order_by(SkippedItem.seen_at.desc())
+        )
+    ]
+    return MailboxStatus(
+        address=mailbox.address,
+        rep=rep,
+        kind=mailbox.kind,
+        last_cycle_at=mailbox.last_cycle_at,
+        last_error=mailbox.last_error,
+        last_counts=json.loads(mailbox.last_counts) if mailbox.last_counts else {},
+        activities=int(activities or 0),
+        links=int(links or 0),
+        unlinked=int(unlinked_count or 0),
+        excluded=dict(skipped).get("excluded", 0),
+        rejected=rejected,
+    )
+
+
+def contacts_listing(session: Session) -> list[dict[str, Any]]:
+    addresses: dict[int, list[str]] = defaultdict(list)
+    for contact_id, address in session.execute(
+        select(ContactAddress.contact_id, ContactAddress.address).order_by(
+            ContactAddress.id
+        )
+    ):
+        addresses[contact_id].append(address)
+    rows = session.execute(
+        select(Contact, Account.name)
+        .outerjoin(Account)
+        .order_by(Contact.name, Contact.id)
+    )
+    return [
+        {
+            "id": c.id,
+            "name": c.name,
+            "emails": addresses[c.id],
+            "account": account,
+            "title": c.title,
+            "phone": c.phone,
+            "origin": c.origin,
+        }
+        for c, account in rows
+    ]
+
+
+def accounts_listing(session: Session) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Account).order_by(Account.name))
+    return [
+        {
+            "id": a.id,
+            "name": a.name,
+            "domains": sorted(d.domain for d in a.domains),
+            "phone": a.phone,
+            "notes": a.notes,
+        }
+        for a in rows
+    ]

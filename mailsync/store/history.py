@@ -1,0 +1,533 @@
+"""Writing the Activity History: activities, sources, participants and links.
+
+Every function here runs inside a transaction that the caller owns; the sync
+core commits a page of items together with its cursor.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from mailsync.items import Item, ItemKind
+from mailsync.linker.rules import (
+    LinkRule,
+    Match,
+    MatchStatus,
+    Target,
+    direct_links,
+    links_for,
+)
+from mailsync.store.models import (
+    Activity,
+    ActivityKey,
+    Link,
+    ParticipantRow,
+    SkippedItem,
+    Source,
+    ThreadRef,
+    now,
+)
+
+PREVIEW_LENGTH = 200
+
+
+@dataclass
+class Recorded:
+    """What storing one item did."""
+
+    activity_id: int
+    created: bool
+    changed: bool
+    links: int
+
+
+@dataclass
+class ItemPlan:
+    """What to record for one item: the outcome of the pure deciding step."""
+
+    item: Item
+    direction: str
+    author: str | None
+    matches: list[Match]
+    keys: list[str]
+
+
+# --- lookups ---------------------------------------------------------------
+
+
+def find_activity(session: Session, keys: Sequence[str]) -> int | None:
+    """The activity that any of ``keys`` names, the strongest key first."""
+    if not keys:
+        return None
+    rows = dict(
+        session.execute(
+            select(ActivityKey.key, ActivityKey.activity_id).where(
+                ActivityKey.key.in_(keys)
+            )
+        ).all()
+    )
+    for key in keys:
+        if key in rows:
+            return rows[key]
+    return None
+
+
+def find_source(session: Session, mailbox_id: int, provider_id: str) -> Source | None:
+    return session.scalar(
+        select(Source).where(
+            Source.mailbox_id == mailbox_id, Source.provider_id == provider_id
+        )
+    )
+
+
+# --- recording -------------------------------------------------------------
+
+
+def record_item(session: Session, mailbox_id: int, plan: ItemPlan) -> Recorded:
+    """Store one item as a new activity or as one more source of an existing one."""
+    item = plan.item
+    source = find_source(session, mailbox_id, item.provider_id)
+    activity_id = source.activity_id if source else find_activity(session, plan.keys)
+
+    if activity_id is None:
+        activity_id = _insert_activity(session, plan)
+        created, changed = True, True
+    else:
+        created = False
+        changed = _merge_into(session, activity_id, plan)
+
+    _write_source(session, mailbox_id, activity_id, item, source)
+    session.execute(
+        delete(SkippedItem).where(
+            SkippedItem.mailbox_id == mailbox_id,
+            SkippedItem.provider_id == item.provider_id,
+        )
+    )
+    links = relink_activity(
+        session, activity_id, known_matches=plan.matches if created else None
+    )
+    if created and item.message_id:
+        relink_replies(session, item.message_id)
+    return Recorded(activity_id, created, changed, links)
+
+
+def _insert_activity(session: Session, plan: ItemPlan) -> int:
+    item = plan.item
+    meeting = item.meeting
+    activity = Activity(
+        kind=item.kind.value,
+        direction=plan.direction,
+        occurred_at=_occurred_at(item),
+        subject=item.subject,
+        preview=" ".join(item.body_text.split())[:PREVIEW_LENGTH],
+        message_id=item.message_id,
+        author=plan.author,
+        defects=json.dumps(item.defects),
+        meeting_uid=meeting.uid if meeting else None,
+        starts_at=_instant(meeting.start) if meeting else None,
+        ends_at=_instant(meeting.end) if meeting else None,
+        all_day=bool(meeting and _is_date(meeting.start)),
+        status=_meeting_status(item) or "active",
+        sequence=meeting.sequence if meeting else 0,
+    )
+    session.add(activity)
+    session.flush()
+    session.add_all(ActivityKey(key=key, activity_id=activity.id) for key in plan.keys)
+    session.add_all(
+        ThreadRef(activity_id=activity.id, message_id=ref) for ref in _refs(item)
+    )
+    session.add_all(_participant_row(activity.id, m) for m in plan.matches)
+    session.flush()
+    return activity.id
+
+
+def _merge_into(session: Session, activity_id: int, plan: ItemPlan) -> bool:
+    """Add what this copy knows that the activity does not. True if it changed."""
+    changed = _add_keys(session, activity_id, plan.keys)
+    changed |= _add_participants(session, activity_id, plan.matches)
+    changed |= _add_refs(session, activity_id, _refs(plan.item))
+    if plan.item.meeting is not None:
+        changed |= _update_meeting(session, activity_id, plan.item)
+    if plan.direction == "outbound":
+        session.execute(
+            update(Activity)
+            .where(Activity.id == activity_id)
+            .values(direction="outbound")
+        )
+    return changed
+
+
+def _add_keys(session: Session, activity_id: int, keys: Sequence[str]) -> bool:
+    taken = set(
+        session.scalars(select(ActivityKey.key).where(ActivityKey.key.in_(keys))).all()
+    )
+    # A key held by another activity stays there: the two are not merged after
+    # the fact, since either may already carry manual links.
+    fresh = [key for key in keys if key not in taken]
+    session.add_all(ActivityKey(key=key, activity_id=activity_id) for key in fresh)
+    return bool(fresh)
+
+
+def _add_refs(session: Session, activity_id: int, refs: Sequence[str]) -> bool:
+    if not refs:
+        return False
+    known = set(
+        session.scalars(
+            select(ThreadRef.message_id).where(ThreadRef.activity_id == activity_id)
+        ).all()
+    )
+    fresh = [ref for ref in refs if ref not in known]
+    session.add_all(ThreadRef(activity_id=activity_id, message_id=ref) for ref in fresh)
+    return bool(fresh)
+
+
+def _add_participants(
+    session: Session, activity_id: int, matches: Iterable[Match]
+) -> bool:
+    rows = {
+        (row.address, row.role): row
+        for row in session.scalars(
+            select(ParticipantRow).where(ParticipantRow.activity_id == activity_id)
+        )
+    }
+    changed = False
+    for match in matches:
+        row = rows.get((match.address, match.role.value))
+        if row is None:
+            session.add(_participant_row(activity_id, match))
+            rows[(match.address, match.role.value)] = ParticipantRow()
+            changed = True
+        elif match.response and row.response != match.response:
+            row.response = match.response
+            changed = True
+    session.flush()
+    return changed
+
+
+def _update_meeting(session: Session, activity_id: int, item: Item) -> bool:
+    """Apply a newer invitation or a cancellation; the highest SEQUENCE wins."""
+    meeting = item.meeting
+    assert meeting is not None
+    activity = session.get(Activity, activity_id)
+    if (
+        activity is None
+        or meeting.method == "REPLY"
+        or meeting.sequence < activity.sequence
+    ):
+        return False
+    activity.kind = ItemKind.MEETING.value
+    activity.meeting_uid = meeting.uid
+    activity.sequence = meeting.sequence
+    activity.starts_at = _instant(meeting.start) or activity.starts_at
+    activity.ends_at = _instant(meeting.end) or activity.ends_at
+    activity.occurred_at = activity.starts_at or activity.occurred_at
+    activity.status = _meeting_status(item) or activity.status
+    activity.subject = item.subject or activity.subject
+    activity.updated_at = now()
+    return True
+
+
+def _write_source(
+    session: Session,
+    mailbox_id: int,
+    activity_id: int,
+    item: Item,
+    source: Source | None,
+) -> None:
+    if source is None:
+        session.add(
+            Source(
+                activity_id=activity_id,
+                mailbox_id=mailbox_id,
+                folder=item.folder.name,
+                provider_id=item.provider_id,
+                change_key=item.change_key,
+            )
+        )
+        return
+    source.folder = item.folder.name
+    source.change_key = item.change_key
+    source.last_seen = now()
+    source.removed_at = None
+
+
+def _participant_row(activity_id: int, match: Match) -> ParticipantRow:
+    return ParticipantRow(
+        activity_id=activity_id,
+        address=match.address,
+        name=match.name[:300],
+        role=match.role.value,
+        response=match.response,
+        unresolved=match.unresolved,
+        status=match.status.value,
+        rule=match.rule.value if match.rule else None,
+        contact_id=match.contact_id,
+        account_id=match.account_id,
+    )
+
+
+def record_skipped(
+    session: Session,
+    mailbox_id: int,
+    item_id: str,
+    folder: str,
+    outcome: str,
+    reason: str,
+    subject: str | None = None,
+    occurred_at: datetime | None = None,
+) -> None:
+    """Keep an excluded or rejected item with its reason (one row per item)."""
+    existing = session.scalar(
+        select(SkippedItem).where(
+            SkippedItem.mailbox_id == mailbox_id, SkippedItem.provider_id == item_id
+        )
+    )
+    if existing is None:
+        existing = SkippedItem(mailbox_id=mailbox_id, provider_id=item_id)
+        session.add(existing)
+    existing.folder = folder
+    existing.outcome = outcome
+    existing.reason = reason
+    existing.subject = subject
+    existing.occurred_at = occurred_at
+    existing.seen_at = now()
+
+
+def withdraw_source(session: Session, mailbox_id: int, provider_id: str) -> bool:
+    """An item the rep opted out of after it was recorded: drop its links.
+
+    The activity and its manual links stay; its automatic links go, and it is
+    marked so that relinking leaves it unlinked.
+    """
+    source = find_source(session, mailbox_id, provider_id)
+    if source is None:
+        return False
+    session.execute(
+        update(Activity)
+        .where(Activity.id == source.activity_id)
+        .values(status="opted_out")
+    )
+    session.execute(
+        delete(Link).where(
+            Link.activity_id == source.activity_id,
+            Link.manual.is_(False),
+            Link.suppressed.is_(False),
+        )
+    )
+    return True
+
+
+def mark_removed(session: Session, mailbox_id: int, provider_ids: Sequence[str]) -> int:
+    """Sources gone from the mailbox. Their activities stay in the history."""
+    if not provider_ids:
+        return 0
+    result = session.execute(
+        update(Source)
+        .where(
+            Source.mailbox_id == mailbox_id,
+            Source.provider_id.in_(provider_ids),
+            Source.removed_at.is_(None),
+        )
+        .values(removed_at=now())
+    )
+    session.execute(
+        delete(SkippedItem).where(
+            SkippedItem.mailbox_id == mailbox_id,
+            SkippedItem.provider_id.in_(provider_ids),
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# --- links -----------------------------------------------------------------
+
+
+def relink_activity(
+    session: Session, activity_id: int, known_matches: list[Match] | None = None
+) -> int:
+    """Bring one activity's automatic links in line with its participants.
+
+    Manual links and manual unlinks are left as they are. Returns the number
+    of links the activity has afterwards.
+    """
+    status = session.scalar(select(Activity.status).where(Activity.id == activity_id))
+    matches = (
+        known_matches
+        if known_matches is not None
+        else _stored_matches(session, activity_id)
+    )
+    existing = {
+        (row.target_kind, row.target_id): row
+        for row in session.scalars(select(Link).where(Link.activity_id == activity_id))
+    }
+    manual = {
+        t: not row.suppressed
+        for t, row in existing.items()
+        if row.manual or row.suppressed
+    }
+    if status == "opted_out":
+        wanted = {t: LinkRule.MANUAL for t, linked in manual.items() if linked}
+    else:
+        thread = [] if direct_links(matches) else thread_targets(session, activity_id)
+        wanted = links_for(matches, thread, manual)
+    _write_links(session, activity_id, wanted, existing)
+    return len(wanted)
+
+
+def _write_links(
+    session: Session,
+    activity_id: int,
+    wanted: dict[Target, LinkRule],
+    existing: dict[Target, Link],
+) -> None:
+    for target, row in existing.items():
+        if row.manual or row.suppressed:
+            continue
+        if target not in wanted:
+            session.delete(row)
+        elif row.rule != wanted[target].value:
+            row.rule = wanted[target].value
+    for target, rule in wanted.items():
+        if target not in existing:
+            session.add(
+                Link(
+                    activity_id=activity_id,
+                    target_kind=target[0],
+                    target_id=target[1],
+                    rule=rule.value,
+                )
+            )
+    session.flush()
+
+
+def _stored_matches(session: Session, activity_id: int) -> list[Match]:
+    from mailsync.items import Role
+
+    rows = session.scalars(
+        select(ParticipantRow).where(ParticipantRow.activity_id == activity_id)
+    )
+    return [
+        Match(
+            address=row.address,
+            name=row.name,
+            role=Role(row.role),
+            status=MatchStatus(row.status),
+            contact_id=row.contact_id,
+            account_id=row.account_id,
+            rule=LinkRule(row.rule) if row.rule else None,
+            response=row.response,
+            unresolved=row.unresolved,
+        )
+        for row in rows
+    ]
+
+
+def thread_targets(session: Session, activity_id: int) -> list[Target]:
+    """The links of the messages this activity replies to (rule 8)."""
+    refs = session.scalars(
+        select(ThreadRef.message_id).where(ThreadRef.activity_id == activity_id)
+    ).all()
+    if not refs:
+        return []
+    parents = (
+        select(ActivityKey.activity_id)
+        .where(ActivityKey.key.in_([f"mid:{ref}" for ref in refs]))
+        .where(ActivityKey.activity_id != activity_id)
+    )
+    rows = session.execute(
+        select(Link.target_kind, Link.target_id)
+        .where(Link.activity_id.in_(parents), Link.suppressed.is_(False))
+        .distinct()
+    ).all()
+    return sorted((kind, target_id) for kind, target_id in rows)
+
+
+def relink_replies(session: Session, message_id: str, depth: int = 0) -> None:
+    """Replies that arrived before this message now inherit its links."""
+    if depth > 50:  # a References loop; real threads are never this deep
+        return
+    children = session.scalars(
+        select(ThreadRef.activity_id)
+        .where(ThreadRef.message_id == message_id)
+        .distinct()
+    ).all()
+    for child in children:
+        before = _link_set(session, child)
+        relink_activity(session, child)
+        if _link_set(session, child) != before:
+            child_mid = session.scalar(
+                select(Activity.message_id).where(Activity.id == child)
+            )
+            if child_mid:
+                relink_replies(session, child_mid, depth + 1)
+
+
+def _link_set(session: Session, activity_id: int) -> set[tuple[str, int]]:
+    rows = session.execute(
+        select(Link.target_kind, Link.target_id).where(
+            Link.activity_id == activity_id, Link.suppressed.is_(False)
+        )
+    ).all()
+    return {(kind, target_id) for kind, target_id in rows}
+
+
+def count_links(session: Session, activity_ids: Sequence[int]) -> int:
+    if not activity_ids:
+        return 0
+    return int(
+        session.scalar(
+            select(func.count())
+            .select_from(Link)
+            .where(Link.activity_id.in_(activity_ids), Link.suppressed.is_(False))
+        )
+        or 0
+    )
+
+
+# --- small helpers ---------------------------------------------------------
+
+
+def _refs(item: Item) -> list[str]:
+    seen: dict[str, None] = {}
+    for ref in [*item.in_reply_to, *item.references]:
+        if ref != item.message_id:
+            seen.setdefault(ref, None)
+    return list(seen)
+
+
+def _occurred_at(item: Item) -> datetime:
+    if item.meeting is not None:
+        start = _instant(item.meeting.start)
+        if start is not None:
+            return start
+    return item.occurred_at or now()
+
+
+def _instant(value: datetime | date | None) -> datetime | None:
+    """A datetime as it is; an all-day date as midnight UTC of that date."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    from datetime import UTC
+
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+def _is_date(value: object) -> bool:
+    return isinstance(value, date) and not isinstance(value, datetime)
+
+
+def _meeting_status(item: Item) -> str | None:
+    meeting = item.meeting
+    if meeting is None:
+        return None
+    if meeting.method == "CANCEL" or meeting.status == "CANCELLED":
+        return "cancelled"
+    return None

@@ -1,0 +1,390 @@
+"""The sync core: a connector's pages become linked activities.
+
+For each folder of a mailbox: read the stored cursor, take the connector's
+pages of changes, decide for each item what to record (a pure step), then
+write the page and its new cursor in one transaction. A crash between two
+pages loses nothing and files nothing twice: the next run starts from the
+last cursor that was committed, and identity keys merge anything seen again.
+
+This module knows no mailbox protocol, and the connectors know no linking rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailsync.config import Config, ContactPolicy, LinkingConfig, MailboxConfig
+from mailsync.connectors import open_connector
+from mailsync.connectors.base import Connector, folder_key
+from mailsync.identity import identity_keys
+from mailsync.items import ChangeBatch, Folder, FolderRole, Item, Role
+from mailsync.linker.addresses import normalise
+from mailsync.linker.freemail import FREE_MAIL_DOMAINS
+from mailsync.linker.rules import (
+    Directory,
+    MatchStatus,
+    Organisation,
+    author,
+    has_counterparty,
+    match_participants,
+)
+from mailsync.linker.screen import ExcludeReason, screen
+from mailsync.store.db import transaction
+from mailsync.store.directory import ensure_mailbox, load_directory
+from mailsync.store.history import (
+    ItemPlan,
+    mark_removed,
+    record_item,
+    record_skipped,
+    withdraw_source,
+)
+from mailsync.store.models import Cursor, Mailbox, now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Skip:
+    """An item not recorded, with the outcome and the reason."""
+
+    item: Item
+    outcome: str  # "excluded" or "rejected"
+    reason: ExcludeReason | None
+    detail: str
+
+
+@dataclass
+class CycleReport:
+    mailbox: str
+    folders: int = 0
+    items: int = 0
+    new: int = 0
+    updated: int = 0
+    links: int = 0
+    unlinked: int = 0
+    excluded: int = 0
+    rejected: int = 0
+    removed: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    excluded_by: dict[str, int] = field(default_factory=dict)
+
+    def log_line(self) -> str:
+        return (
+            "mailbox %s: %d folders, %d items, %d new, %d updated, %d links, "
+            "%d unlinked, %d excluded, %d rejected, %d removed in %.1fs"
+        )
+
+    def log_args(self) -> tuple[object, ...]:
+        return (
+            self.mailbox,
+            self.folders,
+            self.items,
+            self.new,
+            self.updated,
+            self.links,
+            self.unlinked,
+            self.excluded,
+            self.rejected,
+            self.removed,
+            self.duration,
+        )
+
+
+@dataclass
+class Linking:
+    """What the deciding step needs, built once per cycle."""
+
+    mailbox: str
+    org: Organisation
+    directory: Directory
+    options: LinkingConfig
+    noreply: re.Pattern[str] | None = None
+
+
+def organisation(config: Config) -> Organisation:
+    return Organisation(
+        internal_domains=frozenset(config.organisation.internal_domains),
+        own_addresses=frozenset(m.address for m in config.mailboxes),
+        relay_senders=frozenset(
+            a for a in (normalise(r) for r in config.organisation.relay_senders) if a
+        ),
+        free_mail=FREE_MAIL_DOMAINS | frozenset(config.linking.free_mail_domains),
+    )
+
+
+def linking_for(config: Config, mailbox: str, directory: Directory) -> Linking:
+    patterns = config.linking.noreply_patterns
+    return Linking(
+        mailbox=mailbox,
+        org=organisation(config),
+        directory=directory,
+        options=config.linking,
+        noreply=re.compile("|".join(patterns), re.I) if patterns else None,
+    )
+
+
+# --- deciding --------------------------------------------------------------
+
+
+def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
+    """Decide what to record for one item. Reads nothing, writes nothing."""
+    sent = is_sent(item, linking.mailbox)
+    options = linking.options
+    excluded = screen(
+        item,
+        sent=sent,
+        record_drafts=options.record_drafts,
+        record_private=options.record_private,
+        private_sensitivities=frozenset(options.private_sensitivities),
+        noreply=linking.noreply,
+    )
+    if excluded is not None:
+        return Skip(item, "excluded", excluded[0], excluded[1])
+
+    matches = match_participants(
+        item.participants, sent=sent, directory=linking.directory, org=linking.org
+    )
+    if not options.record_internal and not has_counterparty(matches):
+        return Skip(
+            item, "excluded", ExcludeReason.INTERNAL_ONLY, "no external participant"
+        )
+
+    who = author(matches, linking.org)
+    outbound = sent or (who is not None and who.status is MatchStatus.INTERNAL)
+    author_address = who.address if who else None
+    return ItemPlan(
+        item=item,
+        direction="outbound" if outbound else "inbound",
+        author=author_address,
+        matches=matches,
+        keys=identity_keys(item, _from_address(item) or author_address),
+    )
+
+
+def is_sent(item: Item, mailbox: str) -> bool:
+    """Mail the rep sent: in a Sent folder, or From the rep's own address."""
+    if item.folder.role is FolderRole.SENT:
+        return True
+    return any(
+        p.role is Role.FROM and normalise(p.address) == mailbox
+        for p in item.participants
+    )
+
+
+def _from_address(item: Item) -> str | None:
+    for person in item.participants:
+        if person.role is Role.FROM:
+            return normalise(person.address)
+    return None
+
+
+def folder_wanted(folder: Folder, mailbox: MailboxConfig) -> bool:
+    if mailbox.folders is not None:
+        wanted = {folder_key(f) for f in mailbox.folders}
+        return folder_key(folder.name) in wanted or folder_key(folder.id) in wanted
+    excluded = {folder_key(f) for f in mailbox.exclude_folders}
+    if folder_key(folder.name) in excluded:
+        return False
+    return folder.role not in (FolderRole.JUNK, FolderRole.DELETED, FolderRole.OUTBOX)
+
+
+# --- doing -----------------------------------------------------------------
+
+
+def sync_mailbox(
+    factory: sessionmaker[Session],
+    config: Config,
+    mailbox: MailboxConfig,
+    connector: Connector | None = None,
+) -> CycleReport:
+    """One sync cycle of one mailbox: every wanted folder, page by page."""
+    started = time.monotonic()
+    report = CycleReport(mailbox=mailbox.address)
+    with transaction(factory) as session:
+        mailbox_id = ensure_mailbox(
+            session, mailbox.address, mailbox.rep, mailbox.kind
+        ).id
+        linking = linking_for(config, mailbox.address, load_directory(session))
+
+    source = connector or open_connector(mailbox)
+    try:
+        for folder in source.folders():
+            if folder_wanted(folder, mailbox):
+                report.folders += 1
+                _sync_folder(factory, source, folder, mailbox_id, linking, report)
+    except Exception as exc:
+        report.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        source.close()
+        report.duration = time.monotonic() - started
+        _save_status(factory, mailbox_id, report)
+    log.info(report.log_line(), *report.log_args())
+    return report
+
+
+def _sync_folder(
+    factory: sessionmaker[Session],
+    connector: Connector,
+    folder: Folder,
+    mailbox_id: int,
+    linking: Linking,
+    report: CycleReport,
+) -> None:
+    with factory() as session:
+        cursor = read_cursor(session, mailbox_id, folder.id)
+    for batch in connector.changes(folder, cursor):
+        with transaction(factory) as session:
+            apply_batch(session, mailbox_id, linking, batch, report)
+            if batch.cursor is not None:
+                save_cursor(session, mailbox_id, folder.id, batch.cursor)
+
+
+def apply_batch(
+    session: Session,
+    mailbox_id: int,
+    linking: Linking,
+    batch: ChangeBatch,
+    report: CycleReport,
+) -> None:
+    """Write one page: items, rejected items and removals (not the cursor)."""
+    for rejected in batch.rejected:
+        report.rejected += 1
+        log.warning(
+            "mailbox %s: rejected %s: %s",
+            linking.mailbox,
+            rejected.provider_id,
+            rejected.reason,
+        )
+        record_skipped(
+            session,
+            mailbox_id,
+            rejected.provider_id,
+            rejected.folder.name,
+            "rejected",
+            rejected.reason,
+        )
+    written_to: dict[str, str] = {}
+    for item in sorted(batch.items, key=_chronological):
+        report.items += 1
+        _apply_item(session, mailbox_id, linking, item, report, written_to)
+    report.removed += mark_removed(session, mailbox_id, batch.removed)
+    if written_to and linking.options.create_contacts is ContactPolicy.WRITTEN_TO:
+        from mailsync.relink import create_contacts
+
+        create_contacts(session, linking.directory, linking.org, written_to)
+
+
+def _apply_item(
+    session: Session,
+    mailbox_id: int,
+    linking: Linking,
+    item: Item,
+    report: CycleReport,
+    written_to: dict[str, str],
+) -> None:
+    # A savepoint per item: a bug or bad data in one item is recorded as a
+    # rejected item, and the rest of the page is still written.
+    try:
+        with session.begin_nested():
+            decision = plan_item(item, linking)
+            if isinstance(decision, Skip):
+                _skip(session, mailbox_id, decision, report)
+                return
+            recorded = record_item(session, mailbox_id, decision)
+    except Exception as exc:
+        log.exception("mailbox %s: cannot store %s", linking.mailbox, item.provider_id)
+        reason = f"internal error while storing: {type(exc).__name__}"
+        record_skipped(
+            session, mailbox_id, item.provider_id, item.folder.name, "rejected", reason
+        )
+        report.rejected += 1
+        return
+
+    log.debug(
+        "mailbox %s: %s activity %d (%d links)",
+        linking.mailbox,
+        item.provider_id,
+        recorded.activity_id,
+        recorded.links,
+    )
+    report.new += recorded.created
+    report.updated += recorded.changed and not recorded.created
+    report.links += recorded.links
+    report.unlinked += recorded.links == 0
+    if decision.direction == "outbound":
+        for match in decision.matches:
+            if match.status is MatchStatus.UNKNOWN and match.role in _RECIPIENTS:
+                written_to.setdefault(match.address, match.name)
+
+
+_RECIPIENTS = (Role.TO, Role.CC, Role.BCC)
+
+
+def _skip(session: Session, mailbox_id: int, skip: Skip, report: CycleReport) -> None:
+    item = skip.item
+    report.excluded += 1
+    key = skip.reason.value if skip.reason else skip.outcome
+    report.excluded_by[key] = report.excluded_by.get(key, 0) + 1
+    private = skip.reason in (ExcludeReason.PRIVATE, ExcludeReason.OPTED_OUT)
+    if private:
+        withdraw_source(session, mailbox_id, item.provider_id)
+    record_skipped(
+        session,
+        mailbox_id,
+        item.provider_id,
+        item.folder.name,
+        skip.outcome,
+        f"{skip.reason.value if skip.reason else skip.outcome}: {skip.detail}",
+        subject=None if private else item.subject,
+        occurred_at=item.occurred_at,
+    )
+
+
+def _chronological(item: Item) -> tuple[int, datetime | str]:
+    # Oldest first, so that a reply in the same page finds its thread.
+    return (0, item.occurred_at) if item.occurred_at else (1, item.provider_id)
+
+
+# --- cursors and status ----------------------------------------------------
+
+
+def read_cursor(session: Session, mailbox_id: int, scope: str) -> str | None:
+    return session.scalar(
+        select(Cursor.value).where(
+            Cursor.mailbox_id == mailbox_id, Cursor.scope == scope
+        )
+    )
+
+
+def save_cursor(session: Session, mailbox_id: int, scope: str, value: str) -> None:
+    """Write a cursor; call only inside the transaction of the items it covers."""
+    row = session.scalar(
+        select(Cursor).where(Cursor.mailbox_id == mailbox_id, Cursor.scope == scope)
+    )
+    if row is None:
+        session.add(Cursor(mailbox_id=mailbox_id, scope=scope, value=value))
+    else:
+        row.value = value
+        row.updated_at = now()
+
+
+def _save_status(
+    factory: sessionmaker[Session], mailbox_id: int, report: CycleReport
+) -> None:
+    with transaction(factory) as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        if mailbox is None:
+            return
+        mailbox.last_cycle_at = now()
+        mailbox.last_error = report.error
+        mailbox.last_counts = json.dumps(asdict(report))
