@@ -150,7 +150,9 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
 def _merge_into(session: Session, activity_id: int, plan: ItemPlan) -> bool:
     """Add what this copy knows that the activity does not. True if it changed."""
     changed = _add_keys(session, activity_id, plan.keys)
-    changed |= _add_participants(session, activity_id, plan.matches)
+    meeting = plan.item.meeting
+    replied = meeting is not None and meeting.method == "REPLY"
+    changed |= _add_participants(session, activity_id, plan.matches, replied)
     changed |= _add_refs(session, activity_id, _refs(plan.item))
     if plan.item.meeting is not None:
         changed |= _update_meeting(session, activity_id, plan.item)
@@ -188,8 +190,10 @@ def _add_refs(session: Session, activity_id: int, refs: Sequence[str]) -> bool:
 
 
 def _add_participants(
-    session: Session, activity_id: int, matches: Iterable[Match]
+    session: Session, activity_id: int, matches: Iterable[Match], replied: bool
 ) -> bool:
+    """Add new participants. An attendee's response changes only by a reply:
+    the invitation's NEEDS-ACTION must not undo an answer synced before it."""
     rows = {
         (row.address, row.role): row
         for row in session.scalars(
@@ -203,7 +207,11 @@ def _add_participants(
             session.add(_participant_row(activity_id, match))
             rows[(match.address, match.role.value)] = ParticipantRow()
             changed = True
-        elif match.response and row.response != match.response:
+        elif (
+            match.response
+            and row.response != match.response
+            and (replied or row.response is None)
+        ):
             row.response = match.response
             changed = True
     session.flush()
@@ -346,6 +354,29 @@ def mark_removed(session: Session, mailbox_id: int, provider_ids: Sequence[str])
 
 
 # --- links -----------------------------------------------------------------
+
+
+def set_manual_link(session: Session, activity_id: int, target: Target, linked: bool) -> None:
+    """Link (or unlink) one activity by hand; no later sync or relink undoes it."""
+    session.execute(
+        delete(Link).where(
+            Link.activity_id == activity_id,
+            Link.target_kind == target[0],
+            Link.target_id == target[1],
+        )
+    )
+    session.add(
+        Link(
+            activity_id=activity_id,
+            target_kind=target[0],
+            target_id=target[1],
+            rule=LinkRule.MANUAL.value,
+            manual=linked,
+            suppressed=not linked,
+        )
+    )
+    session.flush()
+    relink_activity(session, activity_id)
 
 
 def relink_activity(
