@@ -1,15 +1,16 @@
 """The contract every connector passes (local today; EWS and Graph use it too).
 
-A subclass provides ``mailbox``: a fixture returning a :class:`MailboxFiller` that puts real messages into the real backing store (files for
-the local connector, the protocol simulator for EWS and Graph), and
+A subclass provides ``mailbox``, a fixture returning a :class:`MailboxFiller`
+that puts real messages into the real backing store (files for the local
+connector, the protocol simulator for EWS and Graph), and
 ``connector(mailbox)``, which opens the real connector on it.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from mailsync.connectors.base import Connector
