@@ -356,7 +356,9 @@ def mark_removed(session: Session, mailbox_id: int, provider_ids: Sequence[str])
 # --- links -----------------------------------------------------------------
 
 
-def set_manual_link(session: Session, activity_id: int, target: Target, linked: bool) -> None:
+def set_manual_link(
+    session: Session, activity_id: int, target: Target, linked: bool
+) -> None:
     """Link (or unlink) one activity by hand; no later sync or relink undoes it."""
     session.execute(
         delete(Link).where(
