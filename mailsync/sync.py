@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync.config import Config, ContactPolicy, LinkingConfig, MailboxConfig
 from mailsync.connectors import open_connector
-from mailsync.connectors.base import Connector, folder_key
+from mailsync.connectors.base import Connector, folder_key, role_from_name
 from mailsync.identity import identity_keys
 from mailsync.items import ChangeBatch, Folder, FolderRole, Item, Role
 from mailsync.linker.addresses import normalise
@@ -188,13 +188,18 @@ def _from_address(item: Item) -> str | None:
 
 
 def folder_wanted(folder: Folder, mailbox: MailboxConfig) -> bool:
+    """Whether a folder is synced: ``folders`` if given, else all but the excluded.
+
+    An excluded name also excludes the folder that has its role, so that
+    "Deleted Items" covers ``Trash`` and a connector's well-known folder
+    whatever its display name.
+    """
     if mailbox.folders is not None:
         wanted = {folder_key(f) for f in mailbox.folders}
         return folder_key(folder.name) in wanted or folder_key(folder.id) in wanted
     excluded = {folder_key(f) for f in mailbox.exclude_folders}
-    if folder_key(folder.name) in excluded:
-        return False
-    return folder.role not in (FolderRole.JUNK, FolderRole.DELETED, FolderRole.OUTBOX)
+    roles = {role_from_name(f) for f in mailbox.exclude_folders} - {FolderRole.OTHER}
+    return folder_key(folder.name) not in excluded and folder.role not in roles
 
 
 # --- doing -----------------------------------------------------------------
