@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 import icalendar
+from icalendar.timezone import tzp
 
 from mailsync.errors import ParseError
 from mailsync.items import Meeting, Participant, Role
@@ -30,14 +31,15 @@ def read_invitation(data: bytes) -> tuple[Meeting, list[Participant]]:
         raise ParseError("VEVENT has no UID")
 
     method = str(calendar.get("METHOD", "")).upper() or None
+    zones = _zones(calendar)
     meeting = Meeting(
         uid=uid,
         method=method,
         sequence=_int(event.get("SEQUENCE")),
-        start=_when(event, "DTSTART"),
-        end=_when(event, "DTEND"),
+        start=_when(event, "DTSTART", zones),
+        end=_when(event, "DTEND", zones),
         status=str(event.get("STATUS", "")).upper() or None,
-        recurrence_id=_recurrence_id(event),
+        recurrence_id=_recurrence_id(event, zones),
         location=str(event.get("LOCATION", "")),
     )
     return meeting, _people(event)
@@ -69,20 +71,45 @@ def _person(value: Any, role: Role) -> Participant:
     )
 
 
-def _when(event: Any, name: str) -> datetime | date | None:
+def _zones(calendar: Any) -> dict[str, tzinfo]:
+    """The time zones that this calendar's own VTIMEZONEs define, by TZID.
+
+    icalendar keeps the first VTIMEZONE it sees under a name for the whole
+    process, but a TZID names a VTIMEZONE only "in the scope of an iCalendar
+    object" (RFC 5545 section 3.8.3.1), and Outlook calls every zone it has no
+    name for "Customized Time Zone".
+    """
+    zones: dict[str, tzinfo] = {}
+    for component in calendar.walk("VTIMEZONE"):
+        try:
+            zones[component.tz_name] = component.to_tz(lookup_tzid=False)
+        except Exception:  # a broken VTIMEZONE: leave the zone to icalendar
+            continue
+    return zones
+
+
+def _when(event: Any, name: str, zones: dict[str, tzinfo]) -> datetime | date | None:
     prop = event.get(name)
+    if isinstance(prop, list):  # the property may occur once; read the first
+        prop = prop[0]
     if prop is None:
         return None
-    value = prop.dt
+    try:
+        value = prop.dt
+    except (AttributeError, ValueError) as exc:  # icalendar's broken property
+        raise ParseError(f"{name} cannot be read") from exc
     if isinstance(value, datetime):
+        zone = zones.get(str(prop.params.get("TZID", "")))
+        if zone is not None:
+            value = tzp.localize(value.replace(tzinfo=None), zone)
         if value.tzinfo is None:  # floating time: read as UTC, it has no zone
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
     return value if isinstance(value, date) else None
 
 
-def _recurrence_id(event: Any) -> str | None:
-    value = _when(event, "RECURRENCE-ID")
+def _recurrence_id(event: Any, zones: dict[str, tzinfo]) -> str | None:
+    value = _when(event, "RECURRENCE-ID", zones)
     return value.isoformat() if value is not None else None
 
 

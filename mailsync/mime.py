@@ -48,28 +48,65 @@ _LIST_HEADERS = (
     "feedback-id",
 )
 _MSGID = re.compile(r"<([^<>\s]+)>")
-_CP1252_LABELS = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "us-ascii", "ascii"}
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_FIELD = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")  # RFC 5322 ftext
+_LATIN1_LABELS = {"iso-8859-1", "iso8859-1", "latin-1", "latin1", "l1"}
+_ASCII_LABELS = {"us-ascii", "ascii", "ansi_x3.4-1968"}
 
 
 def parse_message(data: bytes, provider_id: str, folder: Folder) -> Item:
     """Parse one raw message. Raises :class:`ParseError` if it is not mail."""
     if not data.strip():
         raise ParseError("empty file")
-    try:
-        # compat32 leaves header values undecoded and is several times faster
-        # than the default policy; we decode the few headers we use below.
-        msg = email.message_from_bytes(data, policy=email.policy.compat32)
-    except Exception as exc:  # the parser is lenient; this is a real failure
-        raise ParseError(f"MIME parser failed: {type(exc).__name__}") from exc
+    msg = _parse(data)
+    defects: list[str] = []
+    if "from" not in msg and "date" not in msg:
+        data, defects = _repair_headers(data)
+        msg = _parse(data)
+
     if not any(msg.keys()):
         raise ParseError("no headers: not an RFC 822 message")
     if "from" not in msg and "date" not in msg:
         raise ParseError("no From and no Date header: not an RFC 822 message")
-    return _build_item(msg, provider_id, folder)
+    return _build_item(msg, provider_id, folder, defects)
 
 
-def _build_item(msg: Message, provider_id: str, folder: Folder) -> Item:
+def _parse(data: bytes) -> Message:
+    try:
+        # compat32 leaves header values undecoded and is several times faster
+        # than the default policy; we decode the few headers we use below.
+        return email.message_from_bytes(data, policy=email.policy.compat32)
+    except Exception as exc:  # the parser is lenient; this is a real failure
+        raise ParseError(f"MIME parser failed: {type(exc).__name__}") from exc
+
+
+def _repair_headers(data: bytes) -> tuple[bytes, list[str]]:
+    """The message with its header block made readable, and what was changed.
+
+    The standard library parser ends the header block at the first line that is
+    not a header field, and it does not know the space before the colon that
+    RFC 5322 section 4.5 allows (``From  : ...``). Either way every header after
+    that point lands in the body. Such a line is dropped, such a space removed.
+    """
+    end = _BLANK_LINE.search(data)
+    head, rest = (data[: end.start()], data[end.start() :]) if end else (data, b"")
+    kept: list[bytes] = []
     defects: list[str] = []
+    for line in head.splitlines(keepends=True):
+        field = _FIELD.match(line)
+        if field:
+            kept.append(field.group(1) + b":" + line[field.end() :])
+        elif line[:1] in (b" ", b"\t"):
+            kept.append(line)
+        else:
+            text = line.strip()[:60].decode("ascii", errors="replace")
+            defects.append(f"headers: dropped a line that is not a header: {text!r}")
+    return b"".join(kept) + rest, defects
+
+
+def _build_item(
+    msg: Message, provider_id: str, folder: Folder, defects: list[str]
+) -> Item:
     participants = list(_participants(msg, defects))
     body = _body_text(msg, defects)
     meeting, meeting_people = _meeting(msg, defects)
@@ -99,7 +136,7 @@ def _build_item(msg: Message, provider_id: str, folder: Folder) -> Item:
 
 def _raw(msg: Message, name: str) -> str:
     """A header's text without the structured parsing (cheap, never raises)."""
-    for key, value in msg.raw_items():  # type: ignore[attr-defined]
+    for key, value in msg.raw_items():
         if key.lower() == name:
             return unfold(str(value))
     return ""
@@ -156,7 +193,7 @@ def _participants(msg: Message, defects: list[str]) -> Iterator[Participant]:
     # The raw text, not the decoded header: encoded words must stay whole tokens
     # so that a comma inside an encoded display name does not split the list.
     roles = dict(_ADDRESS_HEADERS)
-    for name, value in msg.raw_items():  # type: ignore[attr-defined]
+    for name, value in msg.raw_items():
         role = roles.get(name.lower())
         if role is not None:
             text = unfold(str(value))
@@ -174,7 +211,8 @@ def parse_address_list(
             continue
         try:
             parsed = _POLICY.header_factory(header, piece)
-        except (ValueError, IndexError, TypeError):
+        except (ValueError, IndexError, TypeError, RecursionError):
+            # RecursionError: the parser recurses once per nested comment.
             defects.append(f"{header}: cannot parse {piece.strip()[:80]!r}")
             continue
         for group in getattr(parsed, "groups", ()):
@@ -219,7 +257,8 @@ def _simple_address(piece: str) -> tuple[str, str] | None:
 
 def _split_top_level(value: str) -> list[str]:
     """Split at commas that are outside quotes, angle brackets and comments."""
-    pieces, current = [], []
+    pieces: list[str] = []
+    current: list[str] = []
     quoted = escaped = False
     angle = comment = 0
     for char in value:
@@ -313,19 +352,29 @@ def _body_part(msg: Message) -> Message | None:
 
 
 def decode_text(payload: bytes, charset: str | None, defects: list[str]) -> str:
-    """Decode body bytes; iso-8859-1 and ascii labels are read as cp1252."""
+    """Decode body bytes as real mail is labelled.
+
+    An iso-8859-1 label is read as cp1252, as browsers do: Windows mailers
+    label cp1252 text that way. Text with no label, or labelled ASCII, that
+    holds 8-bit bytes is read as UTF-8 when it is valid UTF-8, else as cp1252.
+    """
     label = (charset or "us-ascii").lower()
-    if label in _CP1252_LABELS:
+    if label in _ASCII_LABELS:
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:
+            label = "iso-8859-1"
+    if label in _LATIN1_LABELS:
         try:
             return payload.decode("cp1252")
-        except UnicodeDecodeError:
+        except UnicodeDecodeError:  # the five bytes cp1252 leaves undefined
             return payload.decode("latin-1")
     try:
         return payload.decode(label)
     except LookupError:
         defects.append(f"body: unknown charset {charset!r}")
-    except UnicodeDecodeError:
-        defects.append(f"body: not valid {charset}")
+    except ValueError:  # undecodable bytes, or a label the codecs reject (a NUL)
+        defects.append(f"body: not valid {charset!r}")
     return payload.decode("utf-8", errors="replace")
 
 
@@ -348,13 +397,14 @@ def _date(msg: Message, defects: list[str]) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(" ".join(raw.split()))
-    except (TypeError, ValueError, IndexError):
+        if parsed.tzinfo is None:
+            defects.append("Date: no zone; read as UTC")
+            parsed = parsed.replace(tzinfo=UTC)
+        # OverflowError: a date at the edge of year 1 or 9999 leaves it in UTC.
+        return parsed.astimezone(UTC)
+    except (TypeError, ValueError, IndexError, OverflowError):
         defects.append(f"Date: cannot read {raw.strip()[:40]!r}")
         return None
-    if parsed.tzinfo is None:
-        defects.append("Date: no zone; read as UTC")
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
 
 
 # --- calendar --------------------------------------------------------------
