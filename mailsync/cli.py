@@ -272,7 +272,9 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
 @cli.command()
 @click.option("--contact", "contact_email", help="The contact's e-mail address.")
 @click.option("--account", "account_name", help="The account's name.")
-@click.option("--limit", type=int, help="Only the newest N activities.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), help="Only the newest N activities."
+)
 @format_option
 @pass_app
 def history(
@@ -313,7 +315,8 @@ def _target(
         contact = contact_by_address(session, address)
         if contact is None:
             raise UserError(
-                f"no contact with address {contact_email!r}; see `mailsync contacts list`"
+                f"no contact with address {contact_email!r}; "
+                "see `mailsync contacts list`"
             )
         return "contact", contact.id, contact.name
     assert account_name is not None
@@ -342,10 +345,8 @@ def unlinked(app: App, fmt: str) -> None:
         return
     click.echo(f"{len(rows)} unlinked addresses")
     for r in rows:
-        click.echo(
-            f"{r.count:5}  {r.address:40}  {r.first_seen:%Y-%m-%d} .. {r.last_seen:%Y-%m-%d}"
-            f"  {r.sample_subject[:50]}"
-        )
+        seen = f"{r.first_seen:%Y-%m-%d} .. {r.last_seen:%Y-%m-%d}"
+        click.echo(f"{r.count:5}  {r.address:40}  {seen}  {r.sample_subject[:50]}")
 
 
 @cli.command()
@@ -380,7 +381,7 @@ def unlink(
     contact_email: str | None,
     account_name: str | None,
 ) -> None:
-    """Undo a manual ADDRESS link, or unlink one --activity from a contact or account."""
+    """Undo a manual ADDRESS link, or unlink one --activity from a target."""
     _manual(app, address, activity_id, contact_email, account_name, linked=False)
 
 
@@ -496,16 +497,15 @@ def status(app: App, fmt: str) -> None:
     for r in rows:
         when = f"{r.last_cycle_at:%Y-%m-%d %H:%M:%S}" if r.last_cycle_at else "never"
         click.echo(
-            f"{r.address} ({r.rep}, {r.kind}): last cycle {when}; {r.activities} "
-            f"activities, {r.links} links, {r.unlinked} unlinked, {r.excluded} excluded, "
-            f"{len(r.rejected)} rejected"
+            f"{r.address} ({r.rep}, {r.kind}): last cycle {when}; "
+            f"{r.activities} activities, {r.links} links, {r.unlinked} unlinked, "
+            f"{r.excluded} excluded, {len(r.rejected)} rejected"
         )
         if r.last_error:
             click.echo(f"  last error: {r.last_error}")
         for item in r.rejected:
-            click.echo(
-                f"  rejected {item['provider_id']} in {item['folder']}: {item['reason']}"
-            )
+            where = f"{item['provider_id']} in {item['folder']}"
+            click.echo(f"  rejected {where}: {item['reason']}")
 
 
 def main() -> None:

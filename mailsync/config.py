@@ -9,6 +9,7 @@ says what is allowed.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -51,7 +52,19 @@ class OrganisationConfig(Strict):
     internal_domains: list[str] = Field(min_length=1)
     relay_senders: list[str] = []
 
-    @field_validator("internal_domains", "relay_senders")
+    @field_validator("internal_domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        # "@contoso.com" is a common way to write it; it means contoso.com.
+        domains = [v.strip().lower().removeprefix("@") for v in values]
+        for domain in domains:
+            if "." not in domain or "@" in domain or " " in domain:
+                raise ValueError(
+                    f"{domain!r} is not a domain; write it like contoso.com"
+                )
+        return domains
+
+    @field_validator("relay_senders")
     @classmethod
     def _lower(cls, values: list[str]) -> list[str]:
         return [v.strip().lower() for v in values]
@@ -70,6 +83,18 @@ class LinkingConfig(Strict):
     @classmethod
     def _lower(cls, values: list[str]) -> list[str]:
         return [v.strip().lower() for v in values]
+
+    @field_validator("noreply_patterns")
+    @classmethod
+    def _patterns(cls, values: list[str]) -> list[str]:
+        for pattern in values:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"{pattern!r} is not a regular expression: {exc}"
+                ) from None
+        return values
 
 
 class LocalMailbox(Strict):
@@ -133,6 +158,11 @@ def load_config(path: str | Path | None = None) -> Config:
             f"configuration file {str(config_path)!r} not found; pass --config FILE "
             "or set MAILSYNC_CONFIG"
         ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read configuration file {str(config_path)!r}: {exc}; pass "
+            "--config FILE with a readable UTF-8 TOML file"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     return parse_config(raw, source=str(config_path))
@@ -148,16 +178,28 @@ def parse_config(raw: dict[str, Any], source: str = "configuration") -> Config:
 def _explain(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: {exc.error_count()} error(s)"]
     for error in exc.errors():
-        where = _location(error["loc"])
-        if error["type"] == "extra_forbidden":
-            lines.append(f"- {where}: unknown key; remove it or check its spelling")
-        elif error["type"] == "missing":
-            lines.append(f"- {where}: required key is missing; add it")
-        elif error["type"] == "union_tag_invalid":
-            lines.append(f'- {where}: unknown mailbox kind; use kind = "local"')
-        else:
-            lines.append(f"- {where}: {error['msg']}")
+        lines.append(f"- {_message(error)}")
     return "\n".join(lines)
+
+
+def _message(error: Any) -> str:
+    """One validation error as the key it is about and what to do."""
+    where = _location(error["loc"])
+    kind, context = error["type"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return f"{where}: required key is missing; add it"
+    if kind == "union_tag_invalid":
+        tag = context.get("tag")
+        return f'{where}.kind: unknown mailbox kind {tag!r}; use kind = "local"'
+    if kind == "union_tag_not_found":
+        return f'{where}.kind: required key is missing; add kind = "local"'
+    if kind == "value_error":
+        return f"{where}: {context.get('error', error['msg'])}"
+    if kind == "too_short":
+        return f"{where}: is empty; give at least one value"
+    return f"{where}: {error['msg']}"
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

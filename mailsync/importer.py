@@ -8,16 +8,19 @@ CSV columns (a header row is required; names are matched without case):
 
 vCard (.vcf, 3.0 or 4.0): a contact per card from FN, EMAIL, ORG, TITLE and TEL;
 for accounts, ORG (or FN) names the account and the EMAIL and URL domains are
-its domains.
+its domains (free-mail domains left out).
 
-Importing the same file again changes nothing. A bad row is reported with its
-line number and what is wrong, and the other rows are still imported.
+Importing the same file again changes nothing. A column that the file lacks (or
+a property that the card lacks) leaves the stored value as it is; an empty cell
+clears it. A bad row is reported with the line it starts on and what is wrong,
+and the other rows are still imported.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from mailsync.errors import UserError
 from mailsync.linker.addresses import normalise, normalise_domain
+from mailsync.linker.freemail import FREE_MAIL_DOMAINS
 from mailsync.store.directory import account_by_name, contact_by_address, name_key
 from mailsync.store.models import Account, AccountDomain, Contact, ContactAddress
 
@@ -50,6 +54,8 @@ _COLUMNS = {
     },
 }
 _REQUIRED = {"accounts": ("name", "domains"), "contacts": ("name", "emails")}
+_DOMAIN = re.compile(r"[a-z0-9-]+(\.[a-z0-9-]+)+")
+_ADDRESS = re.compile(r'[^@\s<>()\[\],;:\\"]+@[a-z0-9-]+(\.[a-z0-9-]+)+')
 
 
 @dataclass
@@ -103,14 +109,17 @@ def _csv_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
     if header is None:
         raise UserError(f"{path}: the file is empty; it needs a header row")
     columns = _columns(header, kind, path)
+    # A quoted field may hold line breaks: a row is reported by its first line.
+    start = reader.line_num + 1
     for values in reader:
+        line, start = start, reader.line_num + 1
         if not any(v.strip() for v in values):
             continue
         fields = {
             name: values[index].strip() if index < len(values) else ""
             for name, index in columns.items()
         }
-        yield Row(reader.line_num, fields)
+        yield Row(line, fields)
 
 
 def _columns(header: list[str], kind: str, path: Path) -> dict[str, int]:
@@ -135,8 +144,17 @@ def _vcard_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
         cards = list(vobject.readComponents(text, ignoreUnreadable=True))
     except Exception as exc:  # vobject raises several unrelated types
         raise UserError(f"{path}: not a readable vCard file: {exc}") from None
-    for number, card in enumerate(cards, start=1):
-        yield Row(number, _card_fields(card, kind))
+    if not cards:
+        raise UserError(f"{path}: no vCard in the file (BEGIN:VCARD ... END:VCARD)")
+    # vobject's own line numbers are off on CRLF files: count the BEGIN lines.
+    begins = [
+        number
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip().upper() == "BEGIN:VCARD"
+    ]
+    for number, card in enumerate(cards):
+        line = begins[number] if number < len(begins) else number + 1
+        yield Row(line, _card_fields(card, kind))
 
 
 def _card_fields(card: Any, kind: str) -> dict[str, str]:
@@ -160,14 +178,16 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
         hosts = [
             urlsplit(u if "//" in u else f"//{u}").hostname or "" for u in values("url")
         ]
-        domains = [e.rpartition("@")[2] for e in emails] + hosts
-        fields = {
+        # A free-mail address says nothing about the company's domain.
+        mail_domains = [e.rpartition("@")[2].lower() for e in emails]
+        domains = [d for d in mail_domains if d not in FREE_MAIL_DOMAINS] + hosts
+        # The TEL and NOTE of a card are the person's, not the company's.
+        return {
             "name": org_name or fields["name"],
             "domains": ";".join(d.removeprefix("www.") for d in domains if d),
-            "phone": fields["phone"],
-            "notes": (values("note") or [""])[0],
         }
-    return fields
+    # A property the card lacks leaves what is stored, like a missing column.
+    return {k: v for k, v in fields.items() if v or k in ("name", "emails")}
 
 
 # --- applying rows ---------------------------------------------------------
@@ -213,10 +233,16 @@ def _upsert_account(session: Session, fields: dict[str, str]) -> str:
         raise RowError("the name is empty")
     domains = []
     for raw in _split(fields.get("domains", "")):
-        domain = normalise_domain(raw.removeprefix("@"))
-        if domain is None or "." not in domain:
+        domain = _domain(raw)
+        if domain is None:
             raise RowError(f"{raw!r} is not a domain (write it like example.com)")
-        domains.append(domain)
+        if domain in FREE_MAIL_DOMAINS:
+            raise RowError(
+                f"{domain} is a free-mail domain and never identifies an account; "
+                "remove it and import the person as a contact"
+            )
+        if domain not in domains:
+            domains.append(domain)
     if not domains:
         raise RowError(f"account {name!r} has no domain; give at least one")
 
@@ -234,9 +260,7 @@ def _upsert_account(session: Session, fields: dict[str, str]) -> str:
     if account is None:
         account = Account(name=name, name_key=name_key(name))
         session.add(account)
-    changed = _set(
-        account, name=name, phone=fields.get("phone", ""), notes=fields.get("notes", "")
-    )
+    changed = _set(account, name=name, **_present(fields, "phone", "notes"))
     known = {d.domain for d in account.domains}
     for domain in domains:
         if domain not in known:
@@ -246,14 +270,26 @@ def _upsert_account(session: Session, fields: dict[str, str]) -> str:
     return "created" if created else ("updated" if changed else "unchanged")
 
 
+def _domain(raw: str) -> str | None:
+    """A domain from ``example.com``, ``@example.com`` or a web site address."""
+    text = raw.strip().removeprefix("@")
+    if "/" in text or ":" in text:
+        text = urlsplit(text if "//" in text else f"//{text}").hostname or ""
+    domain = normalise_domain(text)
+    if domain is None or not _DOMAIN.fullmatch(domain):
+        return None
+    return domain.removeprefix("www.")
+
+
 def _upsert_contact(session: Session, fields: dict[str, str]) -> str:
     name = " ".join(fields.get("name", "").split())
     addresses = []
     for raw in _split(fields.get("emails", "")):
         address = normalise(raw)
-        if address is None or "." not in address.rpartition("@")[2]:
+        if address is None or not _ADDRESS.fullmatch(address):
             raise RowError(f"{raw!r} is not an e-mail address")
-        addresses.append(address)
+        if address not in addresses:
+            addresses.append(address)
     if not addresses:
         raise RowError(f"contact {name or '(no name)'!r} has no e-mail address")
     if not name:
@@ -279,10 +315,9 @@ def _upsert_contact(session: Session, fields: dict[str, str]) -> str:
         contact = Contact(name=name)
         session.add(contact)
 
-    changed = _set(
-        contact, name=name, title=fields.get("title", ""), phone=fields.get("phone", "")
-    )
-    if contact.account_id != (account.id if account else None):
+    changed = _set(contact, name=name, **_present(fields, "title", "phone"))
+    # A file without an account column leaves each contact's account as it is.
+    if "account" in fields and contact.account_id != (account.id if account else None):
         contact.account = account
         changed = True
     known = {a.address for a in contact.addresses}
@@ -292,6 +327,11 @@ def _upsert_contact(session: Session, fields: dict[str, str]) -> str:
             changed = True
     session.flush()
     return "created" if created else ("updated" if changed else "unchanged")
+
+
+def _present(fields: dict[str, str], *names: str) -> dict[str, str]:
+    """The fields that the file has: a missing column changes nothing."""
+    return {name: fields[name] for name in names if name in fields}
 
 
 def _set(row: object, **values: str) -> bool:

@@ -122,7 +122,9 @@ def _add_participants(session: Session, views: dict[int, ActivityView]) -> None:
 def _add_links(session: Session, views: dict[int, ActivityView]) -> None:
     links = list(
         session.scalars(
-            select(Link).where(Link.activity_id.in_(views), Link.suppressed.is_(False))
+            select(Link)
+            .where(Link.activity_id.in_(views), Link.suppressed.is_(False))
+            .order_by(Link.id)
         )
     )
     contacts = _names(
@@ -217,7 +219,11 @@ class UnlinkedAddress:
 
 
 def unlinked(session: Session) -> list[UnlinkedAddress]:
-    """External addresses that matched nothing, most frequent first (rule 10)."""
+    """External addresses that matched nothing, most frequent first (rule 10).
+
+    Mail the rep marked private after it was recorded (``opted_out``) is left
+    out: its addresses and subject are not shown for review.
+    """
     stats = session.execute(
         select(
             ParticipantRow.address,
@@ -228,7 +234,10 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
             func.max(Activity.id),
         )
         .join(Activity, Activity.id == ParticipantRow.activity_id)
-        .where(ParticipantRow.status.in_(["unknown", "unresolved"]))
+        .where(
+            ParticipantRow.status.in_(["unknown", "unresolved"]),
+            Activity.status != "opted_out",
+        )
         .group_by(ParticipantRow.address)
     ).all()
     samples = dict(
@@ -339,7 +348,7 @@ def _one_status(session: Session, mailbox: Mailbox, rep: str) -> MailboxStatus:
             .where(
                 SkippedItem.mailbox_id == mailbox.id, SkippedItem.outcome == "rejected"
             )
-            .order_by(SkippedItem.seen_at.desc())
+            .order_by(SkippedItem.seen_at.desc(), SkippedItem.id)
         )
     ]
     return MailboxStatus(
