@@ -1,8 +1,8 @@
 """The ``mailsync`` command line.
 
-Errors are handled in one place, :func:`main`: a user or configuration error
-prints its message (which names the fix) and exits 2, with no traceback; a
-bug prints a traceback only with ``--debug``.
+Errors are handled in one place, :class:`ErrorHandlingGroup`: a user or
+configuration error prints its message (which names the fix) and exits 2,
+with no traceback; a bug prints a traceback only with ``--debug``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync.config import Config, load_config
@@ -30,7 +30,7 @@ from mailsync.store.directory import (
     ensure_mailbox,
     load_directory,
 )
-from mailsync.store.models import Activity, AddressLink, Link
+from mailsync.store.models import Activity, AddressLink
 
 log = logging.getLogger("mailsync")
 
@@ -76,7 +76,32 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-@click.group()
+class ErrorHandlingGroup(click.Group):
+    """Turns mailsync's errors into a message and an exit code, in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except MailsyncError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            if ctx.meta.get("debug"):
+                raise
+            click.echo(
+                f"unexpected error (a bug): {type(exc).__name__}: {exc}; "
+                "run again with --debug for the traceback",
+                err=True,
+            )
+            ctx.exit(70)
+
+
+@click.group(cls=ErrorHandlingGroup)
 @click.option(
     "--config",
     "config_path",
@@ -395,7 +420,6 @@ def _manual(
     linked: bool,
 ) -> None:
     from mailsync.relink import relink
-    from mailsync.store.history import relink_activity
     from mailsync.sync import organisation
 
     if bool(address) == bool(activity_id):
@@ -417,7 +441,6 @@ def _manual(
             message = _activity_link(
                 session, activity_id, kind, target_id, name, linked
             )
-            relink_activity(session, activity_id)
     click.echo(message)
 
 
@@ -453,28 +476,14 @@ def _activity_link(
     name: str,
     linked: bool,
 ) -> str:
+    from mailsync.store.history import set_manual_link
+
     if session.get(Activity, activity_id) is None:
         raise UserError(
-            f"no activity {activity_id}; the ids are in `history --format json`"
+            f"no activity {activity_id}; the ids are in `history --format json` "
+            "and `unlinked --format json`"
         )
-    session.execute(
-        delete(Link).where(
-            Link.activity_id == activity_id,
-            Link.target_kind == kind,
-            Link.target_id == target_id,
-        )
-    )
-    session.add(
-        Link(
-            activity_id=activity_id,
-            target_kind=kind,
-            target_id=target_id,
-            rule="manual",
-            manual=linked,
-            suppressed=not linked,
-        )
-    )
-    session.flush()
+    set_manual_link(session, activity_id, (kind, target_id), linked)
     verb = "linked to" if linked else "unlinked from"
     return f"activity {activity_id}: {verb} {kind} {name}"
 
@@ -509,27 +518,4 @@ def status(app: App, fmt: str) -> None:
 
 
 def main() -> None:
-    try:
-        code = cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except MailsyncError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except Exception as exc:
-        if "--debug" in sys.argv:
-            raise
-        click.echo(
-            f"unexpected error (a bug): {type(exc).__name__}: {exc}; "
-            "run again with --debug for the traceback",
-            err=True,
-        )
-        sys.exit(70)
-    sys.exit(code if isinstance(code, int) else 0)
+    cli()

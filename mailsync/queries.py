@@ -206,6 +206,7 @@ class UnlinkedAddress:
     first_seen: datetime
     last_seen: datetime
     sample_subject: str
+    activity_ids: list[int] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -215,6 +216,7 @@ class UnlinkedAddress:
             "first_seen": iso(self.first_seen),
             "last_seen": iso(self.last_seen),
             "sample_subject": self.sample_subject,
+            "activity_ids": self.activity_ids,
         }
 
 
@@ -224,6 +226,10 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
     Mail the rep marked private after it was recorded (``opted_out``) is left
     out: its addresses and subject are not shown for review.
     """
+    waiting = (
+        ParticipantRow.status.in_(["unknown", "unresolved"]),
+        Activity.status != "opted_out",
+    )
     stats = session.execute(
         select(
             ParticipantRow.address,
@@ -234,12 +240,16 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
             func.max(Activity.id),
         )
         .join(Activity, Activity.id == ParticipantRow.activity_id)
-        .where(
-            ParticipantRow.status.in_(["unknown", "unresolved"]),
-            Activity.status != "opted_out",
-        )
+        .where(*waiting)
         .group_by(ParticipantRow.address)
     ).all()
+    ids: dict[str, set[int]] = defaultdict(set)
+    for address, activity_id in session.execute(
+        select(ParticipantRow.address, ParticipantRow.activity_id)
+        .join(Activity, Activity.id == ParticipantRow.activity_id)
+        .where(*waiting)
+    ):
+        ids[address].add(activity_id)
     samples = dict(
         session.execute(
             select(Activity.id, Activity.subject).where(
@@ -255,6 +265,7 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
             _aware(first),
             _aware(last),
             samples.get(latest, ""),
+            sorted(ids[address]),
         )
         for address, count, first, last, name, latest in stats
     ]

@@ -324,7 +324,7 @@ def _apply_item(
     )
     report.new += recorded.created
     report.updated += recorded.changed and not recorded.created
-    report.links += recorded.links
+    report.links += recorded.added_links
     report.unlinked += recorded.links == 0
     if decision.direction == "outbound":
         for match in decision.matches:

@@ -344,7 +344,9 @@ def test_listings_json_have_stable_shapes(demo):
             "first_seen",
             "last_seen",
             "sample_subject",
+            "activity_ids",
         }
+        assert len(row["activity_ids"]) == row["count"]
         assert ISO_UTC.fullmatch(row["first_seen"])
         assert ISO_UTC.fullmatch(row["last_seen"])
 
@@ -696,3 +698,29 @@ def test_mail_marked_private_after_its_sync_leaves_the_review_list(
         "sam.rivera.consulting@gmail.com"
     }
     assert "Quick hello" not in demo("unlinked").output
+
+
+def test_linking_an_activity_to_a_contact_files_it_under_the_account_too(demo):
+    [sam] = [
+        row for row in demo.json("unlinked") if row["address"].startswith("sam.rivera")
+    ]
+    (activity_id,) = sam["activity_ids"]
+    demo("link", "--activity", str(activity_id), "--contact", "ben.miller@fabrikam.com")
+
+    [view] = [
+        v for v in demo.history(account="Fabrikam, Inc.") if v["id"] == activity_id
+    ]
+    assert {(r["target"], r["name"], r["rule"]) for r in view["link_rules"]} == {
+        ("contact", "Ben Miller", "manual"),
+        ("account", "Fabrikam, Inc.", "manual"),
+    }
+
+
+def test_errors_have_their_exit_codes_in_process_too(tmp_path, contoso_maildir):
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["--config", str(tmp_path / "none.toml"), "status"])
+    assert missing.exit_code == 2 and "not found" in missing.output
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    config = write_config(tmp_path / "empty.toml", empty, contoso_maildir)
+    no_schema = runner.invoke(cli, ["--config", str(config), "status"])
+    assert no_schema.exit_code == 2 and "mailsync init" in no_schema.output

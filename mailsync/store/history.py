@@ -26,6 +26,7 @@ from mailsync.linker.rules import (
 from mailsync.store.models import (
     Activity,
     ActivityKey,
+    Contact,
     Link,
     ParticipantRow,
     SkippedItem,
@@ -45,6 +46,7 @@ class Recorded:
     created: bool
     changed: bool
     links: int
+    added_links: int
 
 
 @dataclass
@@ -109,12 +111,12 @@ def record_item(session: Session, mailbox_id: int, plan: ItemPlan) -> Recorded:
             SkippedItem.provider_id == item.provider_id,
         )
     )
-    links = relink_activity(
+    links, added = relink_activity(
         session, activity_id, known_matches=plan.matches if created else None
     )
     if created and item.message_id:
         relink_replies(session, item.message_id)
-    return Recorded(activity_id, created, changed, links)
+    return Recorded(activity_id, created, changed, links, added)
 
 
 def _insert_activity(session: Session, plan: ItemPlan) -> int:
@@ -359,7 +361,24 @@ def mark_removed(session: Session, mailbox_id: int, provider_ids: Sequence[str])
 def set_manual_link(
     session: Session, activity_id: int, target: Target, linked: bool
 ) -> None:
-    """Link (or unlink) one activity by hand; no later sync or relink undoes it."""
+    """Link (or unlink) one activity by hand; no later sync or relink undoes it.
+
+    Linking a contact also links the contact's account, as matching does
+    (rule 3); unlinking takes away only what is named.
+    """
+    if linked and target[0] == "contact":
+        account_id = session.scalar(
+            select(Contact.account_id).where(Contact.id == target[1])
+        )
+        if account_id is not None:
+            _set_manual(session, activity_id, ("account", account_id), linked)
+    _set_manual(session, activity_id, target, linked)
+    relink_activity(session, activity_id)
+
+
+def _set_manual(
+    session: Session, activity_id: int, target: Target, linked: bool
+) -> None:
     session.execute(
         delete(Link).where(
             Link.activity_id == activity_id,
@@ -378,16 +397,15 @@ def set_manual_link(
         )
     )
     session.flush()
-    relink_activity(session, activity_id)
 
 
 def relink_activity(
     session: Session, activity_id: int, known_matches: list[Match] | None = None
-) -> int:
+) -> tuple[int, int]:
     """Bring one activity's automatic links in line with its participants.
 
     Manual links and manual unlinks are left as they are. Returns the number
-    of links the activity has afterwards.
+    of links the activity has afterwards and how many of them are new.
     """
     status = session.scalar(select(Activity.status).where(Activity.id == activity_id))
     matches = (
@@ -409,8 +427,8 @@ def relink_activity(
     else:
         thread = [] if direct_links(matches) else thread_targets(session, activity_id)
         wanted = links_for(matches, thread, manual)
-    _write_links(session, activity_id, wanted, existing)
-    return len(wanted)
+    added = _write_links(session, activity_id, wanted, existing)
+    return len(wanted), added
 
 
 def _write_links(
@@ -418,7 +436,8 @@ def _write_links(
     activity_id: int,
     wanted: dict[Target, LinkRule],
     existing: dict[Target, Link],
-) -> None:
+) -> int:
+    """Write the difference; returns the number of links added."""
     for target, row in existing.items():
         if row.manual or row.suppressed:
             continue
@@ -426,8 +445,10 @@ def _write_links(
             session.delete(row)
         elif row.rule != wanted[target].value:
             row.rule = wanted[target].value
+    added = 0
     for target, rule in wanted.items():
         if target not in existing:
+            added += 1
             session.add(
                 Link(
                     activity_id=activity_id,
@@ -437,6 +458,7 @@ def _write_links(
                 )
             )
     session.flush()
+    return added
 
 
 def _stored_matches(session: Session, activity_id: int) -> list[Match]:
