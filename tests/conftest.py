@@ -27,7 +27,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 CONTOSO = PROJECT / "examples" / "contoso"
 SHARED = PROJECT.parent / "shared"
 ENRON = SHARED / "corpus" / "enron-maildir-13k" / "maildir"
-PG_URL = os.environ.get("MAILSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_URL = os.environ.get(
+    "MAILSYNC_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def _pg_available() -> str | None:
@@ -111,4 +113,6 @@ def contoso_maildir(tmp_path: Path) -> Path:
     return target
 
 
-needs_corpus = pytest.mark.skipif(not ENRON.is_dir(), reason="../shared/corpus is absent")
+needs_corpus = pytest.mark.skipif(
+    not ENRON.is_dir(), reason="../shared/corpus is absent"
+)
