@@ -1,0 +1,1 @@
+"""An EWS protocol simulator that the real exchangelib talks to over HTTP."""
