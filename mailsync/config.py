@@ -97,13 +97,11 @@ class LinkingConfig(Strict):
         return values
 
 
-class LocalMailbox(Strict):
-    """A mailbox read from files: a maildir, an mbox file or a tree of messages."""
+class MailboxBase(Strict):
+    """What every mailbox has, whatever its kind."""
 
     address: str
     rep: str
-    kind: Literal["local"]
-    path: Path
     enabled: bool = True
     folders: list[str] | None = None
     exclude_folders: list[str] = DEFAULT_EXCLUDED_FOLDERS
@@ -117,7 +115,46 @@ class LocalMailbox(Strict):
         return value.strip().lower()
 
 
-MailboxConfig = Annotated[LocalMailbox, Field(discriminator="kind")]
+class LocalMailbox(MailboxBase):
+    """A mailbox read from files: a maildir, an mbox file or a tree of messages."""
+
+    kind: Literal["local"]
+    path: Path
+
+
+class EwsMailbox(MailboxBase):
+    """An Exchange Server mailbox read through EWS by one service account.
+
+    The password is never in this file: ``password_env`` names an environment
+    variable, or ``password_file`` a file readable by the service user only.
+    """
+
+    kind: Literal["ews"]
+    endpoint: str
+    username: str
+    auth: Literal["basic", "ntlm"] = "ntlm"
+    access: Literal["impersonation", "delegate"] = "impersonation"
+    password_env: str | None = None
+    password_file: Path | None = None
+    backfill_days: int = Field(default=180, ge=1)
+    page_size: int = Field(default=512, ge=1, le=512)
+    max_retry_wait: float = Field(default=300.0, ge=0)
+    retries: int = Field(default=5, ge=0)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError(
+                f"{value!r} is not a URL; give the EWS URL, such as "
+                "https://mail.contoso.com/EWS/Exchange.asmx"
+            )
+        return value
+
+
+KINDS = 'kind = "local" or kind = "ews"'
+
+MailboxConfig = Annotated[LocalMailbox | EwsMailbox, Field(discriminator="kind")]
 
 
 class Config(Strict):
@@ -192,9 +229,9 @@ def _message(error: Any) -> str:
         return f"{where}: required key is missing; add it"
     if kind == "union_tag_invalid":
         tag = context.get("tag")
-        return f'{where}.kind: unknown mailbox kind {tag!r}; use kind = "local"'
+        return f"{where}.kind: unknown mailbox kind {tag!r}; use {KINDS}"
     if kind == "union_tag_not_found":
-        return f'{where}.kind: required key is missing; add kind = "local"'
+        return f"{where}.kind: required key is missing; add {KINDS}"
     if kind == "value_error":
         return f"{where}: {context.get('error', error['msg'])}"
     if kind == "too_short":
@@ -207,7 +244,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("local",):
+        elif part in ("local", "ews"):
             continue
         else:
             text += f".{part}" if text else str(part)

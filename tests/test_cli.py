@@ -548,7 +548,7 @@ path = "maildir"
         ),
         (
             GOOD.replace('kind = "local"', 'kind = "imap"'),
-            ["mailboxes[0].kind", "'imap'", 'use kind = "local"'],
+            ["mailboxes[0].kind", "'imap'", 'use kind = "local" or kind = "ews"'],
         ),
         (
             GOOD.replace('kind = "local"\n', ""),

@@ -138,9 +138,6 @@ class TestTree(ConnectorContract):
     def connector(self, mailbox: TreeBox) -> LocalConnector:
         return LocalConnector(mailbox.root, batch_size=5)
 
-    def folder(self, connector, name):  # type: ignore[no-untyped-def]
-        return super().folder(connector, name.lower())
-
     def test_folders_have_unique_ids_and_roles(self, mailbox: TreeBox) -> None:
         mailbox.add("Inbox", message(1))
         for name in ("_sent_mail", "sent_items", "Sent Items", "deleted_items"):

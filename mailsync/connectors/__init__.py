@@ -13,4 +13,11 @@ def open_connector(mailbox: Any) -> Connector:
         from mailsync.connectors.local import LocalConnector
 
         return LocalConnector(mailbox.path, batch_size=mailbox.batch_size)
+    if mailbox.kind == "ews":
+        from mailsync.connectors.ews import EwsConnector
+        from mailsync.secrets import read_secret
+
+        what = f"mailbox {mailbox.address}"
+        password = read_secret(what, mailbox.password_env, mailbox.password_file)
+        return EwsConnector(mailbox, password)
     raise ValueError(f"no connector for kind {mailbox.kind!r}")

@@ -1,0 +1,302 @@
+"""The Exchange Server connector (``kind = "ews"``), through exchangelib.
+
+One service account reaches each rep's mailbox by impersonation or delegate
+access. For every mail folder, a cursor holds the EWS sync state:
+
+1. SyncFolderItems, up to ``page_size`` (512) changes a call, with only the
+   summary fields we use;
+2. GetItem for the created and updated items (exchangelib sends 100 ids a
+   request), asking for the MIME content, which :mod:`mailsync.mime` reads
+   like any other message, plus the Outlook fields MIME does not carry
+   (categories, sensitivity, draft flag);
+3. one :class:`~mailsync.items.ChangeBatch` a page, whose cursor is the sync
+   state after that page, so the core commits each page with its state.
+
+Faults, for this mailbox only: ErrorServerBusy waits the BackOffMilliseconds
+the server gives and retries the same request with the same sync state; a
+timeout, an HTTP 500 or a dropped connection is retried with exponential
+back-off; an invalid sync state (ErrorInvalidSyncStateData) starts the folder
+over from nothing, which identity keys make free of duplicates.
+
+TODO(issue 3): calendar and task folders, X500 sender resolution,
+category write-back and opt-out, pull subscriptions, autodiscover, OAuth,
+a custom CA bundle and ``mailboxes test``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from exchangelib import (
+    BASIC,
+    DELEGATE,
+    IMPERSONATION,
+    NTLM,
+    Account,
+    Configuration,
+    Credentials,
+    EWSTimeZone,
+    FailFast,
+)
+from exchangelib.errors import (
+    ErrorInternalServerTransientError,
+    ErrorInvalidSyncStateData,
+    ErrorItemNotFound,
+    ErrorServerBusy,
+    ErrorTimeoutExpired,
+    UnauthorizedError,
+)
+from exchangelib.folders import BaseFolder
+from exchangelib.items import ID_ONLY
+from exchangelib.services import SyncFolderItems
+
+from mailsync.config import EwsMailbox
+from mailsync.connectors.base import role_from_name
+from mailsync.errors import ParseError, TransientError, UserError
+from mailsync.items import ChangeBatch, Folder, FolderRole, Item, RejectedItem
+from mailsync.mime import parse_message
+from mailsync.secrets import Secret
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SYNC_FIELDS = ["datetime_received", "item_class"]
+FETCH_FIELDS = ["mime_content", "categories", "sensitivity", "is_draft"]
+_SENSITIVITY = {"Confidential": "company-confidential"}
+# Only failures known to pass. exchangelib gives an HTTP 500 as ErrorServerBusy
+# and a dropped connection as ErrorTimeoutExpired; requests' own connection
+# errors are OSErrors. Every other ResponseMessageError is a real answer.
+_TEMPORARY = (
+    ErrorServerBusy,
+    ErrorTimeoutExpired,
+    ErrorInternalServerTransientError,
+    OSError,
+)
+
+
+class EwsConnector:
+    def __init__(
+        self,
+        mailbox: EwsMailbox,
+        password: Secret,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.mailbox = mailbox
+        self.sleep = sleep
+        credentials = Credentials(mailbox.username, password.reveal())
+        config = Configuration(
+            service_endpoint=mailbox.endpoint,
+            credentials=credentials,
+            auth_type=BASIC if mailbox.auth == "basic" else NTLM,
+            retry_policy=FailFast(),  # we retry ourselves, for this mailbox only
+        )
+        self.account = Account(
+            primary_smtp_address=mailbox.address,
+            config=config,
+            autodiscover=False,
+            access_type=IMPERSONATION
+            if mailbox.access == "impersonation"
+            else DELEGATE,
+            default_timezone=EWSTimeZone("UTC"),
+        )
+        self._folders: dict[str, BaseFolder] = {}
+
+    def close(self) -> None:
+        self.account.protocol.close()
+
+    # --- folders -----------------------------------------------------------
+
+    def folders(self) -> list[Folder]:
+        """Every mail folder under the mailbox's top of information store."""
+        top = self._call("GetFolder", lambda: self.account.msg_folder_root)
+        roles = self._well_known_roles()
+        found = []
+        for ews_folder in self._call("FindFolder", lambda: list(top.walk())):
+            if not str(ews_folder.folder_class or "IPF.Note").startswith("IPF.Note"):
+                continue
+            name = _path_under(ews_folder, top)
+            role = roles.get(ews_folder.id) or role_from_name(name)
+            self._folders[ews_folder.id] = ews_folder
+            found.append(Folder(ews_folder.id, name, role))
+        return found
+
+    def _well_known_roles(self) -> dict[str, FolderRole]:
+        wanted = {
+            "inbox": FolderRole.INBOX,
+            "sent": FolderRole.SENT,
+            "drafts": FolderRole.DRAFTS,
+            "junk": FolderRole.JUNK,
+            "trash": FolderRole.DELETED,
+            "outbox": FolderRole.OUTBOX,
+        }
+        roles = {}
+        for attribute, role in wanted.items():
+            try:
+                folder = getattr(self.account, attribute)
+            except Exception:  # noqa: BLE001 - a mailbox may lack one
+                continue
+            roles[folder.id] = role
+        return roles
+
+    # --- changes -----------------------------------------------------------
+
+    def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
+        if folder.id not in self._folders:
+            self.folders()
+        ews_folder = self._folders.get(folder.id)
+        if ews_folder is None:
+            # TODO(issue 3): report the sources of a deleted folder as removed.
+            log.warning(
+                "mailbox %s: folder %s is gone", self.mailbox.address, folder.name
+            )
+            return
+        state = json.loads(cursor)["state"] if cursor else None
+        cutoff = datetime.now(UTC) - timedelta(days=self.mailbox.backfill_days)
+        restarted = False
+        while True:
+            try:
+                page, new_state, last = self._sync_page(ews_folder, state)
+            except ErrorInvalidSyncStateData:
+                if restarted:
+                    raise
+                log.warning(
+                    "mailbox %s: folder %s: sync state refused; starting "
+                    "the folder over",
+                    self.mailbox.address,
+                    folder.name,
+                )
+                state, restarted = None, True
+                continue
+            yield self._batch(folder, page, new_state, cutoff)
+            if last or new_state == state:
+                return
+            state = new_state
+
+    def _sync_page(
+        self, ews_folder: BaseFolder, state: str | None
+    ) -> tuple[list[tuple[str, Any]], str, bool]:
+        fields = {
+            f
+            for f in ews_folder.normalize_fields(fields=SYNC_FIELDS)
+            if not f.field.is_attribute
+        }
+
+        def call() -> tuple[list[tuple[str, Any]], str, bool]:
+            service = SyncFolderItems(account=self.account)
+            page = list(
+                service.call(
+                    folder=ews_folder,
+                    shape=ID_ONLY,
+                    additional_fields=fields,
+                    sync_state=state,
+                    ignore=None,
+                    max_changes_returned=self.mailbox.page_size,
+                    sync_scope=None,
+                )
+            )
+            return page, service.sync_state, bool(service.includes_last_item_in_range)
+
+        return self._call("SyncFolderItems", call)
+
+    def _batch(
+        self, folder: Folder, page: list[tuple[str, Any]], state: str, cutoff: datetime
+    ) -> ChangeBatch:
+        batch = ChangeBatch(folder, cursor=json.dumps({"state": state}))
+        wanted = []
+        for change, value in page:
+            if change == "delete":
+                batch.removed.append(value.id)
+            elif change in ("create", "update"):
+                received = getattr(value, "datetime_received", None)
+                if received is None or received >= cutoff:
+                    wanted.append(value)
+        for result, asked in zip(self._fetch(wanted), wanted, strict=True):
+            self._read(result, asked, folder, batch)
+        return batch
+
+    def _fetch(self, items: list[Any]) -> list[Any]:
+        if not items:
+            return []
+        ids = [(i.id, i.changekey) for i in items]
+        return self._call(
+            "GetItem", lambda: list(self.account.fetch(ids, only_fields=FETCH_FIELDS))
+        )
+
+    def _read(
+        self, result: Any, asked: Any, folder: Folder, batch: ChangeBatch
+    ) -> None:
+        if isinstance(result, ErrorItemNotFound):
+            return  # moved or deleted since the sync: its delete comes next
+        if isinstance(result, Exception):
+            reason = f"GetItem failed: {type(result).__name__}: {result}"
+            batch.rejected.append(RejectedItem(asked.id, folder, reason))
+            return
+        try:
+            item = self._item(result, folder)
+        except ParseError as exc:
+            batch.rejected.append(RejectedItem(asked.id, folder, str(exc)))
+            return
+        batch.items.append(item)
+
+    def _item(self, ews_item: Any, folder: Folder) -> Item:
+        mime = getattr(ews_item, "mime_content", None)
+        if not mime:
+            raise ParseError("the server gave no MIME content for the item")
+        item = parse_message(mime, ews_item.id, folder)
+        item.change_key = ews_item.changekey
+        item.categories = tuple(ews_item.categories or ())
+        sensitivity = getattr(ews_item, "sensitivity", None)
+        if sensitivity and sensitivity != "Normal":
+            item.sensitivity = _SENSITIVITY.get(sensitivity, sensitivity.lower())
+        item.is_draft = bool(getattr(ews_item, "is_draft", False))
+        return item
+
+    # --- retries -----------------------------------------------------------
+
+    def _call(self, operation: str, call: Callable[[], T]) -> T:
+        """Run one EWS call; temporary faults are retried for this mailbox only."""
+        attempt = 0
+        while True:
+            try:
+                return call()
+            except UnauthorizedError:
+                raise UserError(
+                    f"mailbox {self.mailbox.address}: the server refused the "
+                    f"credentials of {self.mailbox.username}; check the password "
+                    "and the auth type"
+                ) from None
+            except _TEMPORARY as exc:
+                attempt += 1
+                wait = self._wait(exc, attempt)
+                if attempt > self.mailbox.retries:
+                    raise TransientError(
+                        f"mailbox {self.mailbox.address}: {operation} still failing "
+                        f"after {attempt - 1} retries: {type(exc).__name__}",
+                        retry_after=wait,
+                    ) from exc
+                log.warning(
+                    "mailbox %s: %s failed (%s), attempt %d, waiting %.1fs",
+                    self.mailbox.address,
+                    operation,
+                    type(exc).__name__,
+                    attempt,
+                    wait,
+                )
+                self.sleep(wait)
+
+    def _wait(self, exc: Exception, attempt: int) -> float:
+        back_off = getattr(exc, "back_off", None)
+        wait = float(back_off) if back_off else float(2 ** (attempt - 1))
+        return min(wait, self.mailbox.max_retry_wait)
+
+
+def _path_under(folder: BaseFolder, top: BaseFolder) -> str:
+    """The folder's path below the top of the store, such as ``Inbox/Tailspin``."""
+    absolute = str(folder.absolute)
+    prefix = str(top.absolute).rstrip("/") + "/"
+    return absolute[len(prefix) :] if absolute.startswith(prefix) else folder.name
