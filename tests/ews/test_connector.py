@@ -19,8 +19,8 @@ from mailsync.errors import TransientError, UserError
 from mailsync.secrets import Secret
 from mailsync.store.models import Activity, Source
 from mailsync.sync import sync_mailbox
-from tests.contract import ConnectorContract, message
 from tests.conftest import CONTOSO
+from tests.contract import ConnectorContract, message
 from tests.ews.conftest import REP, SERVICE_PASSWORD, SERVICE_USER
 from tests.ews.simulator import EwsSimulator, SimMailbox, SimMessage
 
