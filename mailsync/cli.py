@@ -120,11 +120,14 @@ def cli(
     ctx: click.Context, config_path: str | None, log_level: str, debug: bool
 ) -> None:
     """mailsync: an automatic Activity History for a small sales team."""
+    from mailsync import redact
+
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    redact.install(logging.getLevelName(log_level.upper()))
     ctx.obj = App(config_path)
     ctx.meta["debug"] = debug
 

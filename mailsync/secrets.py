@@ -17,8 +17,11 @@ class Secret:
     __slots__ = ("_value", "source")
 
     def __init__(self, value: str, source: str) -> None:
+        from mailsync.redact import remember
+
         self._value = value
         self.source = source
+        remember(value)
 
     def reveal(self) -> str:
         return self._value
