@@ -18,9 +18,12 @@ timeout, an HTTP 500 or a dropped connection is retried with exponential
 back-off; an invalid sync state (ErrorInvalidSyncStateData) starts the folder
 over from nothing, which identity keys make free of duplicates.
 
-TODO(issue 3): calendar and task folders, X500 sender resolution,
-category write-back and opt-out, pull subscriptions, autodiscover, OAuth,
-a custom CA bundle and ``mailboxes test``.
+Mail with X500 (routing type EX) addresses takes its participants from the
+EWS fields, resolved to SMTP with ResolveNames and cached.
+
+TODO(issue 3): calendar and task folders, category write-back and opt-out,
+pull subscriptions, autodiscover, OAuth, a custom CA bundle and
+``mailboxes test``.
 """
 
 from __future__ import annotations
@@ -58,7 +61,15 @@ from exchangelib.services import SyncFolderItems
 from mailsync.config import EwsMailbox
 from mailsync.connectors.base import role_from_name
 from mailsync.errors import ParseError, TransientError, UserError
-from mailsync.items import ChangeBatch, Folder, FolderRole, Item, RejectedItem
+from mailsync.items import (
+    ChangeBatch,
+    Folder,
+    FolderRole,
+    Item,
+    Participant,
+    RejectedItem,
+    Role,
+)
 from mailsync.mime import parse_message
 from mailsync.secrets import Secret
 
@@ -66,7 +77,27 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SYNC_FIELDS = ["datetime_received", "item_class"]
-FETCH_FIELDS = ["mime_content", "categories", "sensitivity", "is_draft"]
+FETCH_FIELDS = [
+    "mime_content",
+    "categories",
+    "sensitivity",
+    "is_draft",
+    "author",
+    "sender",
+    "to_recipients",
+    "cc_recipients",
+    "bcc_recipients",
+    "reply_to",
+]
+# The EWS address fields and the roles they give, for mail with X500 senders.
+_ADDRESS_FIELDS = (
+    ("author", Role.FROM),
+    ("sender", Role.DELEGATE),
+    ("to_recipients", Role.TO),
+    ("cc_recipients", Role.CC),
+    ("bcc_recipients", Role.BCC),
+    ("reply_to", Role.REPLY_TO),
+)
 _SENSITIVITY = {"Confidential": "company-confidential"}
 # Only failures known to pass. exchangelib gives an HTTP 500 as ErrorServerBusy
 # and a dropped connection as ErrorTimeoutExpired; requests' own connection
@@ -105,6 +136,7 @@ class EwsConnector:
             default_timezone=EWSTimeZone("UTC"),
         )
         self._folders: dict[str, BaseFolder] = {}
+        self._x500: dict[str, str | None] = {}
 
     def close(self) -> None:
         self.account.protocol.close()
@@ -254,7 +286,61 @@ class EwsConnector:
         if sensitivity and sensitivity != "Normal":
             item.sensitivity = _SENSITIVITY.get(sensitivity, sensitivity.lower())
         item.is_draft = bool(getattr(ews_item, "is_draft", False))
+        if any(_is_x500(m) for _, m in _mailboxes(ews_item)):
+            item.participants = self._participants(ews_item) + [
+                p
+                for p in item.participants
+                if p.role in (Role.ORGANIZER, Role.ATTENDEE)
+            ]
         return item
+
+    # --- X500 addresses ----------------------------------------------------
+
+    def _participants(self, ews_item: Any) -> list[Participant]:
+        """The people from the EWS fields, X500 addresses resolved to SMTP.
+
+        The MIME that Exchange makes for an X500 address it cannot resolve
+        holds an ``IMCEAEX-...`` stand-in, useless for matching; the EWS
+        fields hold the X500 address itself, which ResolveNames can turn into
+        SMTP. An address that stays unresolved is kept, marked so, and never
+        matched by domain.
+        """
+        people = []
+        for role, mailbox in _mailboxes(ews_item):
+            name = mailbox.name or ""
+            if not _is_x500(mailbox):
+                people.append(Participant(mailbox.email_address or "", name, role))
+                continue
+            smtp = self._resolve(mailbox.email_address)
+            people.append(
+                Participant(
+                    smtp or mailbox.email_address, name, role, unresolved=smtp is None
+                )
+            )
+        return people
+
+    def _resolve(self, legacy_dn: str) -> str | None:
+        key = legacy_dn.lower()
+        if key not in self._x500:
+            found = self._call(
+                "ResolveNames",
+                lambda: list(self.account.protocol.resolve_names([legacy_dn])),
+            )
+            smtp = next(
+                (
+                    r.email_address
+                    for r in found
+                    if not isinstance(r, Exception)
+                    and getattr(r, "email_address", None)
+                ),
+                None,
+            )
+            self._x500[key] = smtp.lower() if smtp and "@" in smtp else None
+            if self._x500[key] is None:
+                log.debug(
+                    "mailbox %s: an X500 address stays unresolved", self.mailbox.address
+                )
+        return self._x500[key]
 
     # --- retries -----------------------------------------------------------
 
@@ -293,6 +379,20 @@ class EwsConnector:
         back_off = getattr(exc, "back_off", None)
         wait = float(back_off) if back_off else float(2 ** (attempt - 1))
         return min(wait, self.mailbox.max_retry_wait)
+
+
+def _mailboxes(ews_item: Any) -> Iterator[tuple[Role, Any]]:
+    for field, role in _ADDRESS_FIELDS:
+        value = getattr(ews_item, field, None)
+        for mailbox in value if isinstance(value, list | tuple) else [value]:
+            if mailbox is not None and getattr(mailbox, "email_address", None):
+                yield role, mailbox
+
+
+def _is_x500(mailbox: Any) -> bool:
+    return getattr(mailbox, "routing_type", None) == "EX" or str(
+        getattr(mailbox, "email_address", "")
+    ).lower().startswith("/o=")
 
 
 def _path_under(folder: BaseFolder, top: BaseFolder) -> str:

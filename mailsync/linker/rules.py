@@ -111,6 +111,10 @@ def match_participants(
     matches = []
     for person in participants:
         address = normalise(person.address)
+        if address is None and person.unresolved and person.address.strip():
+            # An address the connector could not resolve (an Exchange X500
+            # address): kept for review under its own text, never matched.
+            address = person.address.strip().lower()
         if address is None or (address, person.role) in seen:
             continue
         seen.add((address, person.role))
@@ -125,6 +129,8 @@ def match_participants(
 def _role_status(
     person: Participant, address: str, sent: bool, org: Organisation
 ) -> MatchStatus | None:
+    if "@" not in address:
+        return MatchStatus.UNRESOLVED
     if org.is_internal(address):
         return MatchStatus.INTERNAL
     if person.role is Role.DELEGATE:

@@ -241,3 +241,58 @@ def test_missing_password_variable_names_it(
     config = store_config(store_url, ews)
     with pytest.raises(ConfigError, match="MAILSYNC_TEST_EWS_PASSWORD is not set"):
         sync_mailbox(factory, config, config.mailboxes[0])
+
+
+def test_x500_senders_are_resolved_or_kept_unresolved(
+    store_url: str,
+    factory: Any,
+    ews: EwsSimulator,
+    rep_mailbox: SimMailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.ews.simulator import Address
+    from tests.test_sync import import_crm
+
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    known_dn = "/o=Tailspin/ou=Exchange Administrative Group/cn=Recipients/cn=lnay"
+    lorraine = ews.directory.add(
+        "lorraine.nay@tailspintoys.com", "Lorraine Nay", known_dn
+    )
+    gone = Address.x500(
+        "/o=Tailspin/ou=First/cn=Recipients/cn=left-the-company", "Former Buyer"
+    )
+    rep = Address(REP, "Tamara Johnston")
+    rep_mailbox.add(
+        SimMessage(
+            subject="Budget",
+            author=lorraine,
+            to=(rep,),
+            message_id="<x1@tailspintoys.com>",
+            body="b",
+        ),
+        "inbox",
+    )
+    rep_mailbox.add(
+        SimMessage(
+            subject="Old order",
+            author=gone,
+            to=(rep,),
+            message_id="<x2@tailspintoys.com>",
+            body="o",
+        ),
+        "inbox",
+    )
+    config = store_config(store_url, ews)
+    import_crm(factory, config)
+    sync_mailbox(factory, config, config.mailboxes[0])
+
+    from mailsync.queries import unlinked
+    from tests.test_sync import account_timeline
+
+    budget = next(a for a in account_timeline(factory) if a.subject == "Budget")
+    assert [c["name"] for c in budget.contacts] == ["Lorraine Nay"]
+    with factory() as session:
+        waiting = {u.address: u for u in unlinked(session)}
+    assert gone.email.lower() in waiting
+    assert "Old order" not in {a.subject for a in account_timeline(factory)}
+    assert ews.requests["ResolveNames"] == 2
