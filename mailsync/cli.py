@@ -84,6 +84,9 @@ class ErrorHandlingGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # `mailsync unlinked | head`
+            sys.stderr.close()
+            ctx.exit(0)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -280,11 +283,24 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
     reports = []
     failed = False
     for mailbox in mailboxes:
+        # One mailbox's failure never keeps the others from their cycle.
         try:
-            reports.append(sync_mailbox(factory, config, mailbox))
+            report = sync_mailbox(factory, config, mailbox)
         except MailsyncError as exc:
             failed = True
             click.echo(f"mailbox {mailbox.address}: {exc}", err=True)
+            continue
+        except Exception as exc:
+            failed = True
+            log.exception("mailbox %s: cycle failed (a bug)", mailbox.address)
+            click.echo(
+                f"mailbox {mailbox.address}: {type(exc).__name__}: {exc}", err=True
+            )
+            continue
+        reports.append(report)
+        if report.error:
+            failed = True
+            click.echo(f"mailbox {mailbox.address}: {report.error}", err=True)
     if fmt == "json":
         emit_json([asdict(r) for r in reports])
     else:

@@ -99,7 +99,9 @@ class Item:
     whitespace), or ``None``. ``body_text`` is used for the content fingerprint
     and the preview; it is personal data and is never logged. ``list_headers``
     carries the headers that mark automated mail (List-Id, List-Unsubscribe,
-    Precedence, Auto-Submitted, ...), lower-cased names.
+    Precedence, Auto-Submitted, ...), lower-cased names. ``occurred_at`` is
+    what the item says (its Date), part of its identity; ``received_at`` is
+    when the mailbox got it, shown when the item says nothing usable.
     """
 
     provider_id: str
@@ -109,6 +111,7 @@ class Item:
     occurred_at: datetime | None
     participants: list[Participant]
     message_id: str | None = None
+    received_at: datetime | None = None
     in_reply_to: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     body_text: str = ""

@@ -117,6 +117,7 @@ def _build_item(
         kind=ItemKind.MEETING if meeting else ItemKind.MESSAGE,
         subject=_header_text(msg, "subject", defects),
         occurred_at=_date(msg, defects),
+        received_at=_received(msg),
         participants=participants + meeting_people,
         message_id=normalise_message_id(_raw(msg, "message-id")),
         in_reply_to=message_ids(_raw(msg, "in-reply-to")),
@@ -130,7 +131,12 @@ def _build_item(
         is_report=msg.get_content_type() == "multipart/report",
     )
     if item.message_id is None:
-        defects.append("no Message-ID")
+        raw_id = _raw(msg, "message-id").strip()
+        defects.append(
+            f"Message-ID unusable ({len(raw_id)} characters)"
+            if raw_id
+            else "no Message-ID"
+        )
     return item
 
 
@@ -159,13 +165,19 @@ def unfold(value: str) -> str:
     text = " ".join(value.split())
     if any("\udc80" <= char <= "\udcff" for char in text):
         raw = text.encode("utf-8", errors="surrogateescape")
-        text = raw.decode("utf-8", errors="replace")
-    return text
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:  # unlabelled 8-bit text from an old mailer
+            text = raw.decode("cp1252", errors="replace")
+    return text.replace("\x00", "")
+
+
+MAX_ID = 900  # longer ids are not ids a mailer meant; identity falls back to content
 
 
 def normalise_message_id(value: str | None) -> str | None:
     """The Message-ID without angle brackets or folding whitespace."""
-    if not value:
+    if not value or len(value) > MAX_ID:
         return None
     found = _MSGID.search(value)
     if found:
@@ -178,7 +190,7 @@ def message_ids(value: str | None) -> list[str]:
     """All message ids in an In-Reply-To or References header, in order."""
     if not value:
         return []
-    return _MSGID.findall(value)
+    return [ref for ref in _MSGID.findall(value) if len(ref) <= MAX_ID]
 
 
 def _categories(msg: Message) -> tuple[str, ...]:
@@ -388,6 +400,18 @@ def _strip_html(text: str) -> str:
 
 
 # --- date ------------------------------------------------------------------
+
+
+def _received(msg: Message) -> datetime | None:
+    """When the last hop took the message in: the date of the top Received."""
+    raw = _raw(msg, "received")
+    if ";" not in raw:
+        return None
+    try:
+        parsed = parsedate_to_datetime(raw.rpartition(";")[2].strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _date(msg: Message, defects: list[str]) -> datetime | None:

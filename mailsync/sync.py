@@ -19,11 +19,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync.config import Config, ContactPolicy, LinkingConfig, MailboxConfig
 from mailsync.connectors import open_connector
 from mailsync.connectors.base import Connector, folder_key, role_from_name
+from mailsync.errors import TransientError, UserError
 from mailsync.identity import identity_keys
 from mailsync.items import ChangeBatch, Folder, FolderRole, Item, Role
 from mailsync.linker.addresses import normalise
@@ -137,7 +139,7 @@ def linking_for(config: Config, mailbox: str, directory: Directory) -> Linking:
 
 def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
     """Decide what to record for one item. Reads nothing, writes nothing."""
-    sent = is_sent(item, linking.mailbox)
+    sent = is_sent(item, linking.mailbox, linking.org)
     options = linking.options
     excluded = screen(
         item,
@@ -170,14 +172,15 @@ def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
     )
 
 
-def is_sent(item: Item, mailbox: str) -> bool:
-    """Mail the rep sent: in a Sent folder, or From the rep's own address."""
-    if item.folder.role is FolderRole.SENT:
+def is_sent(item: Item, mailbox: str, org: Organisation) -> bool:
+    """Mail the rep sent: From the rep's own address, or in a Sent folder
+    unless it is From someone outside (a customer's mail filed there by hand)."""
+    author = _from_address(item)
+    if author == mailbox:
         return True
-    return any(
-        p.role is Role.FROM and normalise(p.address) == mailbox
-        for p in item.participants
-    )
+    if item.folder.role is FolderRole.SENT:
+        return author is None or org.is_internal(author)
+    return False
 
 
 def _from_address(item: Item) -> str | None:
@@ -199,7 +202,13 @@ def folder_wanted(folder: Folder, mailbox: MailboxConfig) -> bool:
         return folder_key(folder.name) in wanted or folder_key(folder.id) in wanted
     excluded = {folder_key(f) for f in mailbox.exclude_folders}
     roles = {role_from_name(f) for f in mailbox.exclude_folders} - {FolderRole.OTHER}
-    return folder_key(folder.name) not in excluded and folder.role not in roles
+    if folder.role in roles:
+        return False
+    # A subfolder of an excluded folder (Junk/Phish, Deleted Items/Old) goes too.
+    parts = folder.name.split("/")
+    return not any(
+        folder_key(p) in excluded or role_from_name(p) in roles for p in parts
+    )
 
 
 # --- doing -----------------------------------------------------------------
@@ -225,7 +234,9 @@ def sync_mailbox(
         for folder in source.folders():
             if folder_wanted(folder, mailbox):
                 report.folders += 1
-                _sync_folder(factory, source, folder, mailbox_id, linking, report)
+                _sync_folder_safely(
+                    factory, source, folder, mailbox_id, linking, report
+                )
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         raise
@@ -235,6 +246,35 @@ def sync_mailbox(
         _save_status(factory, mailbox_id, report)
     log.info(report.log_line(), *report.log_args())
     return report
+
+
+def _sync_folder_safely(
+    factory: sessionmaker[Session],
+    connector: Connector,
+    folder: Folder,
+    mailbox_id: int,
+    linking: Linking,
+    report: CycleReport,
+) -> None:
+    """Sync one folder; a folder that cannot be read does not stop the others.
+
+    What the server or the configuration refuses (a transient or a user
+    error) ends the mailbox's cycle instead: the next folders would fail alike.
+    """
+    try:
+        _sync_folder(factory, connector, folder, mailbox_id, linking, report)
+    except (TransientError, UserError):
+        raise
+    except Exception as exc:
+        log.error(
+            "mailbox %s: folder %s skipped this cycle: %s: %s",
+            linking.mailbox,
+            folder.name,
+            type(exc).__name__,
+            exc,
+        )
+        problem = f"folder {folder.name}: {type(exc).__name__}: {exc}"
+        report.error = f"{report.error}; {problem}" if report.error else problem
 
 
 def _sync_folder(
@@ -298,14 +338,28 @@ def _apply_item(
     written_to: dict[str, str],
 ) -> None:
     # A savepoint per item: a bug or bad data in one item is recorded as a
-    # rejected item, and the rest of the page is still written.
+    # rejected item, and the rest of the page is still written. A unique key
+    # taken meanwhile by another writer (a second process on the same item)
+    # is no error: the second try finds what it stored.
     try:
-        with session.begin_nested():
-            decision = plan_item(item, linking)
-            if isinstance(decision, Skip):
-                _skip(session, mailbox_id, decision, report)
-                return
-            recorded = record_item(session, mailbox_id, decision)
+        for attempt in (1, 2):
+            try:
+                with session.begin_nested():
+                    decision = plan_item(item, linking)
+                    if isinstance(decision, Skip):
+                        _skip(session, mailbox_id, decision, report)
+                        return
+                    recorded = record_item(session, mailbox_id, decision)
+                    plan = decision
+                break
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                log.debug(
+                    "mailbox %s: %s stored meanwhile; looking again",
+                    linking.mailbox,
+                    item.provider_id,
+                )
     except Exception as exc:
         log.exception("mailbox %s: cannot store %s", linking.mailbox, item.provider_id)
         reason = f"internal error while storing: {type(exc).__name__}"
@@ -325,10 +379,12 @@ def _apply_item(
     report.new += recorded.created
     report.updated += recorded.changed and not recorded.created
     report.links += recorded.added_links
-    report.unlinked += recorded.links == 0
-    if decision.direction == "outbound":
-        for match in decision.matches:
-            if match.status is MatchStatus.UNKNOWN and match.role in _RECIPIENTS:
+    report.unlinked += recorded.created and recorded.links == 0
+    if plan.direction == "outbound":
+        for match in plan.matches:
+            # Unknown people, and people known only by their account's domain.
+            wanted = (MatchStatus.UNKNOWN, MatchStatus.ACCOUNT)
+            if match.status in wanted and match.role in _RECIPIENTS:
                 written_to.setdefault(match.address, match.name)
 
 

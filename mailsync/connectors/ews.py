@@ -82,6 +82,7 @@ FETCH_FIELDS = [
     "categories",
     "sensitivity",
     "is_draft",
+    "datetime_received",
     "author",
     "sender",
     "to_recipients",
@@ -281,6 +282,7 @@ class EwsConnector:
             raise ParseError("the server gave no MIME content for the item")
         item = parse_message(mime, ews_item.id, folder)
         item.change_key = ews_item.changekey
+        item.received_at = getattr(ews_item, "datetime_received", None)
         item.categories = tuple(ews_item.categories or ())
         sensitivity = getattr(ews_item, "sensitivity", None)
         if sensitivity and sensitivity != "Normal":

@@ -25,6 +25,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailsync.connectors.base import role_from_name
@@ -111,8 +112,10 @@ class LocalConnector:
             chunk = todo[start : start + self.batch_size]
             batch = ChangeBatch(folder)
             for entry in chunk:
-                self._read(entry, folder, batch)
-                state[entry.key] = list(entry.stamp)
+                # A file that could not be read is left out of the cursor, so
+                # the next cycle tries it again (a permission fixed, a disk back).
+                if self._read(entry, folder, batch):
+                    state[entry.key] = list(entry.stamp)
             batch.cursor = _dump(state)
             yield batch
         if gone:
@@ -127,20 +130,25 @@ class LocalConnector:
             return _maildir_listing(base)
         return _plain_listing(base)
 
-    def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> None:
+    def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> bool:
+        """Read one file into the batch; False if it could not be read at all."""
         provider_id = _provider_id(folder, entry.key)
         try:
             data = entry.path.read_bytes()
-            item = parse_message(data, provider_id, folder)
         except OSError as exc:
             reason = f"cannot read {entry.path}: {exc.strerror or exc}"
             batch.rejected.append(RejectedItem(provider_id, folder, reason))
-            return
+            return False
+        try:
+            item = parse_message(data, provider_id, folder)
         except ParseError as exc:
             batch.rejected.append(RejectedItem(provider_id, folder, str(exc)))
-            return
+            return True
         _apply_flags(item, entry.flags)
+        if item.received_at is None:  # no Received header: the file's time
+            item.received_at = datetime.fromtimestamp(entry.stamp[0] / 1e9, UTC)
         batch.items.append(item)
+        return True
 
     # --- mbox --------------------------------------------------------------
 

@@ -126,8 +126,8 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
         kind=item.kind.value,
         direction=plan.direction,
         occurred_at=_occurred_at(item),
-        subject=item.subject,
-        preview=" ".join(item.body_text.split())[:PREVIEW_LENGTH],
+        subject=_clean(item.subject),
+        preview=_clean(" ".join(item.body_text.split())[:PREVIEW_LENGTH]),
         message_id=item.message_id,
         author=plan.author,
         defects=json.dumps(item.defects),
@@ -238,7 +238,7 @@ def _update_meeting(session: Session, activity_id: int, item: Item) -> bool:
     activity.ends_at = _instant(meeting.end) or activity.ends_at
     activity.occurred_at = activity.starts_at or activity.occurred_at
     activity.status = _meeting_status(item) or activity.status
-    activity.subject = item.subject or activity.subject
+    activity.subject = _clean(item.subject) or activity.subject
     activity.updated_at = now()
     return True
 
@@ -271,7 +271,7 @@ def _participant_row(activity_id: int, match: Match) -> ParticipantRow:
     return ParticipantRow(
         activity_id=activity_id,
         address=match.address,
-        name=match.name[:300],
+        name=_clean(match.name)[:300],
         role=match.role.value,
         response=match.response,
         unresolved=match.unresolved,
@@ -304,7 +304,7 @@ def record_skipped(
     existing.folder = folder
     existing.outcome = outcome
     existing.reason = reason
-    existing.subject = subject
+    existing.subject = _clean(subject) if subject is not None else None
     existing.occurred_at = occurred_at
     existing.seen_at = now()
 
@@ -548,6 +548,11 @@ def count_links(session: Session, activity_ids: Sequence[int]) -> int:
 # --- small helpers ---------------------------------------------------------
 
 
+def _clean(text: str) -> str:
+    """Text as every database takes it: PostgreSQL refuses NUL characters."""
+    return text.replace("\x00", "")
+
+
 def _refs(item: Item) -> list[str]:
     seen: dict[str, None] = {}
     for ref in [*item.in_reply_to, *item.references]:
@@ -561,7 +566,7 @@ def _occurred_at(item: Item) -> datetime:
         start = _instant(item.meeting.start)
         if start is not None:
             return start
-    return item.occurred_at or now()
+    return item.occurred_at or item.received_at or now()
 
 
 def _instant(value: datetime | date | None) -> datetime | None:
