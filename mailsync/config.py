@@ -15,7 +15,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mailsync.errors import ConfigError
 
@@ -33,8 +40,13 @@ DEFAULT_EXCLUDED_FOLDERS = [
 ]
 
 
+Lax = Field(strict=False)
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "yes" is not a boolean and "500" not a number. Paths and enums
+    # come as strings from TOML, so those fields are marked Lax.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DatabaseConfig(Strict):
@@ -55,10 +67,14 @@ class OrganisationConfig(Strict):
     @field_validator("internal_domains")
     @classmethod
     def _domains(cls, values: list[str]) -> list[str]:
-        # "@contoso.com" is a common way to write it; it means contoso.com.
-        domains = [v.strip().lower().removeprefix("@") for v in values]
+        # "@contoso.com", "*.contoso.com" and "contoso.com." all mean
+        # contoso.com (its subdomains are always included).
+        domains = [
+            v.strip().lower().removeprefix("@").removeprefix("*.").rstrip(".")
+            for v in values
+        ]
         for domain in domains:
-            if "." not in domain or "@" in domain or " " in domain:
+            if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", domain):
                 raise ValueError(
                     f"{domain!r} is not a domain; write it like contoso.com"
                 )
@@ -77,7 +93,7 @@ class LinkingConfig(Strict):
     private_sensitivities: list[str] = ["private", "company-confidential"]
     free_mail_domains: list[str] = []
     noreply_patterns: list[str] = []
-    create_contacts: ContactPolicy = ContactPolicy.NEVER
+    create_contacts: Annotated[ContactPolicy, Lax] = ContactPolicy.NEVER
 
     @field_validator("free_mail_domains", "private_sensitivities")
     @classmethod
@@ -119,7 +135,7 @@ class LocalMailbox(MailboxBase):
     """A mailbox read from files: a maildir, an mbox file or a tree of messages."""
 
     kind: Literal["local"]
-    path: Path
+    path: Annotated[Path, Lax]
 
 
 class EwsMailbox(MailboxBase):
@@ -135,7 +151,7 @@ class EwsMailbox(MailboxBase):
     auth: Literal["basic", "ntlm"] = "ntlm"
     access: Literal["impersonation", "delegate"] = "impersonation"
     password_env: str | None = None
-    password_file: Path | None = None
+    password_file: Annotated[Path | None, Lax] = None
     backfill_days: int = Field(default=180, ge=1)
     page_size: int = Field(default=512, ge=1, le=512)
     max_retry_wait: float = Field(default=300.0, ge=0)
@@ -162,6 +178,18 @@ class Config(Strict):
     organisation: OrganisationConfig
     linking: LinkingConfig = LinkingConfig()
     mailboxes: list[MailboxConfig] = []
+
+    @model_validator(mode="after")
+    def _unique_mailboxes(self) -> Config:
+        seen: set[str] = set()
+        for mailbox in self.mailboxes:
+            if mailbox.address in seen:
+                raise ValueError(
+                    f"mailbox {mailbox.address} is configured twice; keep one "
+                    "[[mailboxes]] entry for it"
+                )
+            seen.add(mailbox.address)
+        return self
 
     def mailbox(self, address: str) -> MailboxConfig:
         wanted = address.strip().lower()
@@ -232,6 +260,15 @@ def _message(error: Any) -> str:
         return f"{where}.kind: unknown mailbox kind {tag!r}; use {KINDS}"
     if kind == "union_tag_not_found":
         return f"{where}.kind: required key is missing; add {KINDS}"
+    if kind in ("int_type", "bool_type", "float_type", "string_type", "list_type"):
+        what = {
+            "int_type": "a number",
+            "bool_type": "true or false",
+            "float_type": "a number",
+            "string_type": "a quoted string",
+            "list_type": 'a list such as ["a", "b"]',
+        }[kind]
+        return f"{where}: {error['input']!r} is not {what}; write it as {what}"
     if kind == "value_error":
         return f"{where}: {context.get('error', error['msg'])}"
     if kind == "too_short":

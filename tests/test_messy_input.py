@@ -227,3 +227,46 @@ def contoso(store_url, factory, contoso_maildir):
     config = contoso_config(store_url, contoso_maildir)
     import_crm(factory, config)
     return config
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"linking": {"record_internal": "no"}}, "'no' is not true or false"),
+        ({"batch_size": "500"}, "'500' is not a number"),
+        ({"internal_domains": ["contoso"]}, "'contoso' is not a domain"),
+        ({"twice": True}, "configured twice"),
+    ],
+)
+def test_config_values_are_not_guessed(changes, expected) -> None:
+    from mailsync.config import parse_config
+    from mailsync.errors import ConfigError
+
+    mailbox = {"address": "t@contoso.com", "rep": "T", "kind": "local", "path": "x"}
+    if "batch_size" in changes:
+        mailbox["batch_size"] = changes["batch_size"]
+    raw = {
+        "organisation": {
+            "internal_domains": changes.get("internal_domains", ["contoso.com"])
+        },
+        "linking": changes.get("linking", {}),
+        "mailboxes": [mailbox]
+        + ([dict(mailbox, address="T@Contoso.com")] if "twice" in changes else []),
+    }
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(raw)
+
+
+def test_internal_domains_written_loosely_mean_the_domain() -> None:
+    from mailsync.config import parse_config
+
+    raw = {
+        "organisation": {
+            "internal_domains": ["*.contoso.com", "Fabrikam.com.", "@wingtip.example"]
+        }
+    }
+    assert parse_config(raw).organisation.internal_domains == [
+        "contoso.com",
+        "fabrikam.com",
+        "wingtip.example",
+    ]
