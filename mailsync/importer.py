@@ -62,6 +62,7 @@ _ADDRESS = re.compile(r'[^@\s<>()\[\],;:\\"]+@[a-z0-9-]+(\.[a-z0-9-]+)+')
 class Row:
     line: int
     fields: dict[str, str]
+    error: str | None = None  # a row that could not even be read
 
 
 @dataclass
@@ -140,21 +141,33 @@ def _columns(header: list[str], kind: str, path: Path) -> dict[str, int]:
 
 
 def _vcard_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
-    try:
-        cards = list(vobject.readComponents(text, ignoreUnreadable=True))
-    except Exception as exc:  # vobject raises several unrelated types
-        raise UserError(f"{path}: not a readable vCard file: {exc}") from None
-    if not cards:
+    """One row per card; a card that cannot be read is a bad row, not a bad file."""
+    blocks = list(_card_blocks(text))
+    if not blocks:
         raise UserError(f"{path}: no vCard in the file (BEGIN:VCARD ... END:VCARD)")
-    # vobject's own line numbers are off on CRLF files: count the BEGIN lines.
-    begins = [
-        number
-        for number, line in enumerate(text.splitlines(), start=1)
-        if line.strip().upper() == "BEGIN:VCARD"
-    ]
-    for number, card in enumerate(cards):
-        line = begins[number] if number < len(begins) else number + 1
+    for line, block in blocks:
+        try:
+            card = vobject.readOne(block, ignoreUnreadable=True)
+        except Exception as exc:  # vobject raises several unrelated types
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            yield Row(line, {}, error=f"this vCard cannot be read: {message}")
+            continue
         yield Row(line, _card_fields(card, kind))
+
+
+def _card_blocks(text: str) -> Iterator[tuple[int, str]]:
+    """Each BEGIN:VCARD ... END:VCARD block with the line it begins on."""
+    start, lines = 0, list[str]()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip().upper() == "BEGIN:VCARD":
+            start, lines = number, []
+        if start:
+            lines.append(line)
+        if start and line.strip().upper() == "END:VCARD":
+            yield start, "\r\n".join(lines) + "\r\n"
+            start = 0
+    if start:
+        yield start, "\r\n".join(lines) + "\r\n"
 
 
 def _card_fields(card: Any, kind: str) -> dict[str, str]:
@@ -167,8 +180,22 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
         first = card.contents["org"][0].value
         org_name = first[0] if isinstance(first, list) else str(first)
     emails = values("email")
+    name = (values("fn") or [""])[0]
+    if not name and "n" in getattr(card, "contents", {}):
+        parts = card.contents["n"][0].value  # vCard 3.0 may omit FN; N has it
+        name = " ".join(
+            p
+            for p in (
+                parts.prefix,
+                parts.given,
+                parts.additional,
+                parts.family,
+                parts.suffix,
+            )
+            if p
+        )
     fields = {
-        "name": (values("fn") or [""])[0],
+        "name": name,
         "emails": ";".join(emails),
         "account": org_name,
         "title": (values("title") or [""])[0],
@@ -196,6 +223,9 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
 def import_accounts(session: Session, rows: Iterator[Row]) -> ImportReport:
     report = ImportReport()
     for row in rows:
+        if row.error:
+            report.bad(row.line, row.error)
+            continue
         try:
             with session.begin_nested():
                 outcome = _upsert_account(session, row.fields)
@@ -208,7 +238,15 @@ def import_accounts(session: Session, rows: Iterator[Row]) -> ImportReport:
 
 def import_contacts(session: Session, rows: Iterator[Row]) -> ImportReport:
     report = ImportReport()
+    lines: dict[str, int] = {}  # address -> the row that had it first
     for row in rows:
+        if row.error:
+            report.bad(row.line, row.error)
+            continue
+        clash = _seen_before(row, lines)
+        if clash:
+            report.bad(row.line, clash)
+            continue
         try:
             with session.begin_nested():
                 outcome = _upsert_contact(session, row.fields)
@@ -217,6 +255,21 @@ def import_contacts(session: Session, rows: Iterator[Row]) -> ImportReport:
             continue
         _count(report, outcome)
     return report
+
+
+def _seen_before(row: Row, lines: dict[str, int]) -> str | None:
+    """Two rows with one address would rename each other on every import."""
+    found = (normalise(a) for a in _split(row.fields.get("emails", "")))
+    addresses = sorted({a for a in found if a})
+    for address in addresses:
+        if address in lines:
+            return (
+                f"{address} is also on line {lines[address]}; keep each address "
+                "on one row"
+            )
+    for address in addresses:
+        lines[address] = row.line
+    return None
 
 
 def _count(report: ImportReport, outcome: str) -> None:

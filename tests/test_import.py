@@ -17,6 +17,8 @@ from mailsync.errors import UserError
 from mailsync.importer import ImportReport, import_accounts, import_contacts, read_rows
 from mailsync.queries import accounts_listing, contacts_listing
 from mailsync.store import db
+from mailsync.store.db import transaction
+from mailsync.store.directory import contact_by_address
 from mailsync.store.models import Account, AccountDomain, Contact, ContactAddress
 from tests.conftest import CONTOSO
 
@@ -579,3 +581,45 @@ def test_two_people_with_the_same_name_stay_two_contacts(factory, tmp_path):
         ),
         ("Jennifer Dickinson", ["jennifer.k.dickinson@usa.conoco.com"], "Conoco"),
     ]
+
+
+def test_one_address_on_two_rows_is_reported_not_flipped(factory, tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text(
+        "name,emails\nAnn One,ann@tailspintoys.com\nAnn Dup,ANN@tailspintoys.com\n"
+    )
+    for _ in range(2):
+        with transaction(factory) as session:
+            report = import_contacts(session, read_rows(path, "contacts"))
+        assert report.errors == [
+            (3, "ann@tailspintoys.com is also on line 2; keep each address on one row")
+        ]
+    assert report.unchanged == 1 and report.updated == 0
+
+
+def test_one_bad_vcard_does_not_reject_the_file(factory, tmp_path):
+    good = "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:{name}\r\nEMAIL:{email}\r\nEND:VCARD\r\n"
+    bad = (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nFN:Broken\r\nEMAIL:b@x.com\r\n"
+        "PHOTO;ENCODING=b;TYPE=JPEG:!!!notbase64!!!\r\nEND:VCARD\r\n"
+    )
+    no_fn = (
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nN:Coleman;Pat;;;\r\n"
+        "EMAIL:pat.coleman@tailspintoys.com\r\nEND:VCARD\r\n"
+    )
+    path = tmp_path / "cards.vcf"
+    path.write_text(
+        good.format(name="First", email="first@x.com")
+        + bad
+        + good.format(name="Last", email="last@x.com")
+        + no_fn,
+        newline="",
+    )
+    with transaction(factory) as session:
+        report = import_contacts(session, read_rows(path, "contacts"))
+    assert report.created == 3
+    assert [line for line, _ in report.errors] == [6]
+    with factory() as session:
+        assert contact_by_address(session, "pat.coleman@tailspintoys.com").name == (
+            "Pat Coleman"
+        )
