@@ -335,11 +335,14 @@ def history(
         raise UserError("give exactly one of --contact EMAIL or --account NAME")
     with app.transaction() as session:
         kind, target_id, title = _target(session, contact_email, account_name)
-        views = timeline(session, kind, target_id, limit)
+        views = timeline(session, kind, target_id)
+    total = len(views)
+    views = views[-limit:] if limit else views
     if fmt == "json":
         emit_json([v.as_json() for v in views])
         return
-    click.echo(f"{title}: {len(views)} activities")
+    shown = f"the newest {len(views)} of {total}" if len(views) < total else total
+    click.echo(f"{title}: {shown} activities (times in UTC)")
     for view in views:
         when = view.occurred_at.strftime("%Y-%m-%d %H:%M")
         people = ", ".join(sorted({c["name"] for c in view.contacts})) or "-"

@@ -105,7 +105,7 @@ def _add_participants(session: Session, views: dict[int, ActivityView]) -> None:
     rows = session.scalars(
         select(ParticipantRow)
         .where(ParticipantRow.activity_id.in_(views))
-        .order_by(ParticipantRow.id)
+        .order_by(ParticipantRow.role, ParticipantRow.address)
     )
     for row in rows:
         views[row.activity_id].participants.append(
@@ -124,7 +124,7 @@ def _add_links(session: Session, views: dict[int, ActivityView]) -> None:
         session.scalars(
             select(Link)
             .where(Link.activity_id.in_(views), Link.suppressed.is_(False))
-            .order_by(Link.id)
+            .order_by(Link.target_kind.desc(), Link.target_id)
         )
     )
     contacts = _names(

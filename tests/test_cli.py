@@ -182,7 +182,7 @@ def test_history_of_the_account_holds_the_deal(demo):
     text = demo("history", "--account", "Tailspin Toys").output
     views = demo.history(account="Tailspin Toys")
 
-    assert text.startswith(f"Tailspin Toys: {len(views)} activities\n")
+    assert text.startswith(f"Tailspin Toys: {len(views)} activities (times in UTC)\n")
     pilot = [v for v in views if v["subject"].removeprefix("Re: ") == PILOT]
     assert len(pilot) == 7
     assert [v["direction"] for v in pilot] == [
