@@ -4,7 +4,6 @@ the history ends as one clean sync of the final mailbox would make it."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -16,12 +15,12 @@ from sqlalchemy import select
 
 from mailsync.config import Config
 from mailsync.connectors.local import LocalConnector
-from mailsync.items import ChangeBatch, Folder
 from mailsync.store import db
 from mailsync.store.db import transaction
 from mailsync.store.models import Account, AccountDomain, Activity, Link, Source
 from mailsync.sync import sync_mailbox
 from tests.conftest import contoso_config
+from tests.faults import Crash, CrashAfter
 
 SENDERS = [
     "andy@tailspintoys.com",
@@ -61,28 +60,6 @@ operation = st.one_of(
     st.tuples(st.just("remove"), st.integers(0, 30), st.just("")),
     st.tuples(st.just("sync"), st.integers(0, 4), st.just("")),  # crash after N pages
 )
-
-
-class Crash(BaseException):
-    """The process dies: nothing in mailsync may catch this."""
-
-
-class CrashAfter:
-    def __init__(self, inner: LocalConnector, pages: int) -> None:
-        self.inner, self.left = inner, pages
-
-    def folders(self) -> list[Folder]:
-        return self.inner.folders()
-
-    def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
-        for batch in self.inner.changes(folder, cursor):
-            if self.left == 0:
-                raise Crash("crash")
-            self.left -= 1
-            yield batch
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def new_store(path: Path, maildir: Path) -> tuple[Config, object]:

@@ -17,16 +17,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from mailsync import importer
 from mailsync.config import parse_config
 from mailsync.queries import history, unlinked
-from mailsync.relink import relink
 from mailsync.store import db
-from mailsync.store.db import transaction
-from mailsync.store.directory import account_by_name, contact_by_address, load_directory
+from mailsync.store.directory import account_by_name, contact_by_address
 from mailsync.store.models import Activity, Link, Mailbox, Source
-from mailsync.sync import organisation, sync_mailbox
+from mailsync.sync import sync_mailbox
 from tests.conftest import ENRON, PROJECT, SHARED, needs_corpus
+from tests.test_sync import import_crm
 
 pytestmark = [needs_corpus, pytest.mark.corpus]
 CRM = SHARED / "crm" / "enron"
@@ -49,14 +47,7 @@ def run(tmp: Path, **linking: Any):
     db.upgrade(engine)
     factory = db.sessions(engine)
     config = enron_config(url, **linking)
-    with transaction(factory) as session:
-        importer.import_accounts(
-            session, importer.read_rows(CRM / "accounts.csv", "accounts")
-        )
-        importer.import_contacts(
-            session, importer.read_rows(CRM / "contacts.csv", "contacts")
-        )
-        relink(session, load_directory(session), organisation(config))
+    import_crm(factory, config, CRM)
     reports = [sync_mailbox(factory, config, m) for m in config.mailboxes]
     return factory, reports
 

@@ -7,7 +7,6 @@ The expected values come from the sample's README (examples/contoso).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailsync import importer
 from mailsync.config import Config
 from mailsync.connectors.local import LocalConnector
-from mailsync.items import ChangeBatch, Folder
 from mailsync.queries import history, unlinked
 from mailsync.relink import relink
 from mailsync.store.db import transaction
@@ -36,18 +34,22 @@ from mailsync.store.models import (
 )
 from mailsync.sync import organisation, sync_mailbox
 from tests.conftest import CONTOSO, contoso_config
+from tests.faults import Crash, CrashAfter
 
 PILOT = "Tailspin Toys: warehouse scanning pilot"
 HOME = "andy.carothers.home@outlook.com"
 
 
-def import_crm(factory: sessionmaker[Session], config: Config) -> None:
+def import_crm(
+    factory: sessionmaker[Session], config: Config, folder: Path = CONTOSO
+) -> None:
+    """Import a folder's accounts.csv and contacts.csv, as an admin would."""
     with transaction(factory) as session:
         importer.import_accounts(
-            session, importer.read_rows(CONTOSO / "accounts.csv", "accounts")
+            session, importer.read_rows(folder / "accounts.csv", "accounts")
         )
         importer.import_contacts(
-            session, importer.read_rows(CONTOSO / "contacts.csv", "contacts")
+            session, importer.read_rows(folder / "contacts.csv", "contacts")
         )
         relink(session, load_directory(session), organisation(config))
 
@@ -339,30 +341,6 @@ def test_unreadable_files_are_rejected_and_the_cycle_goes_on(
         }
     assert reasons["./1700000000.M1P1.empty"] == "empty file"
     assert "./1700000001.M1P1.binary" in reasons
-
-
-class Crash(BaseException):
-    """The process dies: nothing in mailsync may catch this."""
-
-
-class CrashAfter:
-    """The real local connector, cut off after ``pages`` pages (a crash)."""
-
-    def __init__(self, inner: LocalConnector, pages: int) -> None:
-        self.inner, self.left = inner, pages
-
-    def folders(self) -> list[Folder]:
-        return self.inner.folders()
-
-    def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
-        for batch in self.inner.changes(folder, cursor):
-            if self.left == 0:
-                raise Crash("the process died here")
-            self.left -= 1
-            yield batch
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 @pytest.mark.parametrize("pages", [1, 3, 6])
