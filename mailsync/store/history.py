@@ -114,7 +114,9 @@ def record_item(session: Session, mailbox_id: int, plan: ItemPlan) -> Recorded:
     links, added = relink_activity(
         session, activity_id, known_matches=plan.matches if created else None
     )
-    if created and item.message_id:
+    if item.message_id and (created or changed):
+        # Replies stored earlier may point at this Message-ID (a copy merged
+        # by content brings a Message-ID the activity did not have).
         relink_replies(session, item.message_id)
     return Recorded(activity_id, created, changed, links, added)
 
