@@ -310,6 +310,27 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
         sys.exit(1)
 
 
+@cli.group()
+def mailboxes() -> None:
+    """The configured mailboxes."""
+
+
+@mailboxes.command("test")
+@click.argument("address")
+@pass_app
+def mailboxes_test(app: App, address: str) -> None:
+    """Check that ADDRESS answers and that mailsync's rights on it suffice."""
+    from mailsync.connectors import open_connector
+
+    connector = open_connector(app.config.mailbox(address))
+    try:
+        lines = connector.check()
+    finally:
+        connector.close()
+    for line in lines:
+        click.echo(f"ok: {line}")
+
+
 # --- history ---------------------------------------------------------------
 
 

@@ -724,3 +724,11 @@ def test_errors_have_their_exit_codes_in_process_too(tmp_path, contoso_maildir):
     config = write_config(tmp_path / "empty.toml", empty, contoso_maildir)
     no_schema = runner.invoke(cli, ["--config", str(config), "status"])
     assert no_schema.exit_code == 2 and "mailsync init" in no_schema.output
+
+
+def test_mailboxes_test_reports_what_works(mailsync, tmp_path):
+    result = mailsync("mailboxes", "test", MAILBOX)
+    assert result.output.startswith("ok: maildir at ")
+    assert "ok: 5 folders found" in result.output
+    unknown = mailsync.fails("mailboxes", "test", "nobody@contoso.com")
+    assert "no mailbox 'nobody@contoso.com'" in unknown

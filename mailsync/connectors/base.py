@@ -32,6 +32,11 @@ class Connector(Protocol):
         """Release connections and files."""
         ...
 
+    def check(self) -> list[str]:
+        """Whether the mailbox answers and the rights suffice: what works, line
+        by line, or a UserError that names what is missing."""
+        ...
+
 
 _ROLES = {
     FolderRole.INBOX: {"inbox"},

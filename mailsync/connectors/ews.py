@@ -47,9 +47,13 @@ from exchangelib import (
     FailFast,
 )
 from exchangelib.errors import (
+    ErrorAccessDenied,
+    ErrorImpersonateUserDenied,
+    ErrorImpersonationDenied,
     ErrorInternalServerTransientError,
     ErrorInvalidSyncStateData,
     ErrorItemNotFound,
+    ErrorNonExistentMailbox,
     ErrorServerBusy,
     ErrorTimeoutExpired,
     UnauthorizedError,
@@ -358,6 +362,18 @@ class EwsConnector:
                     f"credentials of {self.mailbox.username}; check the password "
                     "and the auth type"
                 ) from None
+            except (ErrorImpersonateUserDenied, ErrorImpersonationDenied):
+                raise UserError(self._missing_right()) from None
+            except ErrorNonExistentMailbox:
+                raise UserError(
+                    f"mailbox {self.mailbox.address}: the server has no such "
+                    "mailbox; check the address (its primary SMTP address)"
+                ) from None
+            except ErrorAccessDenied:
+                raise UserError(
+                    f"mailbox {self.mailbox.address}: {operation} was refused: "
+                    + self._missing_right()
+                ) from None
             except _TEMPORARY as exc:
                 attempt += 1
                 wait = self._wait(exc, attempt)
@@ -376,6 +392,34 @@ class EwsConnector:
                     wait,
                 )
                 self.sleep(wait)
+
+    def _missing_right(self) -> str:
+        who, where = self.mailbox.username, self.mailbox.address
+        if self.mailbox.access == "impersonation":
+            return (
+                f"{who} may not impersonate {where}; give it the "
+                "ApplicationImpersonation role (New-ManagementRoleAssignment "
+                f"-Role ApplicationImpersonation -User {who}), or set "
+                'access = "delegate" with Full Access on the mailbox'
+            )
+        return (
+            f"{who} has no delegate access to {where}; grant Full Access "
+            f"(Add-MailboxPermission {where} -User {who} -AccessRights FullAccess)"
+        )
+
+    def check(self) -> list[str]:
+        """What works, line by line; a UserError names the right that is missing."""
+        folders = self.folders()
+        inbox = next((f for f in folders if f.role is FolderRole.INBOX), None)
+        if inbox is None:
+            raise UserError(f"mailbox {self.mailbox.address}: no Inbox was found")
+        self._sync_page(self._folders[inbox.id], None)
+        return [
+            f"signed in as {self.mailbox.username} ({self.mailbox.auth}), "
+            f"{self.mailbox.access} access",
+            f"{len(folders)} mail folders found",
+            "the Inbox can be synced (SyncFolderItems)",
+        ]
 
     def _wait(self, exc: Exception, attempt: int) -> float:
         back_off = getattr(exc, "back_off", None)

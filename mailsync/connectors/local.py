@@ -63,6 +63,16 @@ class LocalConnector:
     def close(self) -> None:
         pass
 
+    def check(self) -> list[str]:
+        """What can be read, line by line."""
+        folders = self.folders()
+        if not folders:
+            raise UserError(
+                f"{self.path}: no messages found; point `path` at a maildir, an mbox "
+                "file or a folder of message files"
+            )
+        return [f"{self.layout} at {self.path}", f"{len(folders)} folders found"]
+
     # --- folders -----------------------------------------------------------
 
     def folders(self) -> list[Folder]:

@@ -296,3 +296,25 @@ def test_x500_senders_are_resolved_or_kept_unresolved(
     assert gone.email.lower() in waiting
     assert "Old order" not in {a.subject for a in account_timeline(factory)}
     assert ews.requests["ResolveNames"] == 2
+
+
+def test_mailboxes_test_says_which_right_is_missing(
+    ews: EwsSimulator, rep_mailbox: SimMailbox
+) -> None:
+    connector, _ = connect(ews)
+    assert connector.check()[-1] == "the Inbox can be synced (SyncFolderItems)"
+
+    rep_mailbox.allow_impersonation = False
+    refused, _ = connect(ews)
+    with pytest.raises(
+        UserError, match="may not impersonate.*ApplicationImpersonation"
+    ):
+        refused.check()
+
+    missing, _ = connect(ews, address="nobody@contoso.com")
+    with pytest.raises(UserError, match="no such mailbox"):
+        missing.check()
+
+    wrong, _ = connect(ews, password="wrong")
+    with pytest.raises(UserError, match="refused the credentials"):
+        wrong.check()
