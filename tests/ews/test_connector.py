@@ -318,3 +318,34 @@ def test_mailboxes_test_says_which_right_is_missing(
     wrong, _ = connect(ews, password="wrong")
     with pytest.raises(UserError, match="refused the credentials"):
         wrong.check()
+
+
+def test_an_item_the_rep_opts_out_loses_its_links(
+    store_url: str,
+    factory: Any,
+    ews: EwsSimulator,
+    rep_mailbox: SimMailbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.test_sync import account_timeline, import_crm
+
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    contoso_on_exchange(ews, rep_mailbox)
+    config = store_config(store_url, ews)
+    import_crm(factory, config)
+    sync_mailbox(factory, config, config.mailboxes[0])
+    subjects = {a.subject for a in account_timeline(factory)}
+    assert {
+        "Dublin DC pricing in euros",
+        "Budget line for scanners in FY27",
+    } <= subjects
+
+    items = {getattr(i, "subject", ""): i for i in rep_mailbox.items.values()}
+    rep_mailbox.update(items["Dublin DC pricing in euros"], categories=("Don't track",))
+    rep_mailbox.update(items["Budget line for scanners in FY27"], sensitivity="Private")
+    sync_mailbox(factory, config, config.mailboxes[0])
+
+    subjects = {a.subject for a in account_timeline(factory)}
+    assert "Dublin DC pricing in euros" not in subjects
+    assert "Budget line for scanners in FY27" not in subjects
+    assert "Tailspin Toys pilot review" in subjects
