@@ -151,9 +151,11 @@ class EwsConnector:
     def folders(self) -> list[Folder]:
         """Every mail folder under the mailbox's top of information store."""
         top = self._call("GetFolder", lambda: self.account.msg_folder_root)
+        # The walk loads the well-known folders too, so the roles cost nothing.
+        tree = self._call("FindFolder", lambda: list(top.walk()))
         roles = self._well_known_roles()
         found = []
-        for ews_folder in self._call("FindFolder", lambda: list(top.walk())):
+        for ews_folder in tree:
             if not str(ews_folder.folder_class or "IPF.Note").startswith("IPF.Note"):
                 continue
             name = _path_under(ews_folder, top)
