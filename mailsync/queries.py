@@ -65,9 +65,7 @@ def iso(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def history(
-    session: Session, target_kind: str, target_id: int, limit: int | None = None
-) -> list[ActivityView]:
+def history(session: Session, target_kind: str, target_id: int) -> list[ActivityView]:
     """The timeline of a contact or an account, oldest first."""
     query = select(Link.activity_id).where(
         Link.target_kind == target_kind,
@@ -75,20 +73,16 @@ def history(
         Link.suppressed.is_(False),
     )
     ids = list(session.scalars(query))
-    return activity_views(session, ids, limit)
+    return activity_views(session, ids)
 
 
-def activity_views(
-    session: Session, ids: Sequence[int], limit: int | None = None
-) -> list[ActivityView]:
+def activity_views(session: Session, ids: Sequence[int]) -> list[ActivityView]:
     query = (
         select(Activity)
         .where(Activity.id.in_(ids))
         .order_by(Activity.occurred_at, Activity.id)
     )
     activities = list(session.scalars(query))
-    if limit is not None:
-        activities = activities[-limit:]
     views = {
         a.id: ActivityView(
             a.id, a.kind, a.direction, a.occurred_at, a.subject, a.status

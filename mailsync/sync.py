@@ -55,11 +55,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Skip:
-    """An item not recorded, with the outcome and the reason."""
+    """An item excluded by a rule, with the reason and its detail."""
 
     item: Item
-    outcome: str  # "excluded" or "rejected"
-    reason: ExcludeReason | None
+    reason: ExcludeReason
     detail: str
 
 
@@ -150,15 +149,13 @@ def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
         noreply=linking.noreply,
     )
     if excluded is not None:
-        return Skip(item, "excluded", excluded[0], excluded[1])
+        return Skip(item, excluded[0], excluded[1])
 
     matches = match_participants(
         item.participants, sent=sent, directory=linking.directory, org=linking.org
     )
     if not options.record_internal and not has_counterparty(matches):
-        return Skip(
-            item, "excluded", ExcludeReason.INTERNAL_ONLY, "no external participant"
-        )
+        return Skip(item, ExcludeReason.INTERNAL_ONLY, "no external participant")
 
     who = author(matches, linking.org)
     outbound = sent or (who is not None and who.status is MatchStatus.INTERNAL)
@@ -394,7 +391,7 @@ _RECIPIENTS = (Role.TO, Role.CC, Role.BCC)
 def _skip(session: Session, mailbox_id: int, skip: Skip, report: CycleReport) -> None:
     item = skip.item
     report.excluded += 1
-    key = skip.reason.value if skip.reason else skip.outcome
+    key = skip.reason.value
     report.excluded_by[key] = report.excluded_by.get(key, 0) + 1
     private = skip.reason in (ExcludeReason.PRIVATE, ExcludeReason.OPTED_OUT)
     if private:
@@ -404,8 +401,8 @@ def _skip(session: Session, mailbox_id: int, skip: Skip, report: CycleReport) ->
         mailbox_id,
         item.provider_id,
         item.folder.name,
-        skip.outcome,
-        f"{skip.reason.value if skip.reason else skip.outcome}: {skip.detail}",
+        "excluded",
+        f"{skip.reason.value}: {skip.detail}",
         subject=None if private else item.subject,
         occurred_at=item.occurred_at,
     )
