@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,35 +221,30 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
 
 
 def import_accounts(session: Session, rows: Iterator[Row]) -> ImportReport:
-    report = ImportReport()
-    for row in rows:
-        if row.error:
-            report.bad(row.line, row.error)
-            continue
-        try:
-            with session.begin_nested():
-                outcome = _upsert_account(session, row.fields)
-        except RowError as exc:
-            report.bad(row.line, str(exc))
-            continue
-        _count(report, outcome)
-    return report
+    return _import(session, rows, _upsert_account)
 
 
 def import_contacts(session: Session, rows: Iterator[Row]) -> ImportReport:
-    report = ImportReport()
     lines: dict[str, int] = {}  # address -> the row that had it first
+    return _import(session, rows, _upsert_contact, lambda row: _seen_before(row, lines))
+
+
+def _import(
+    session: Session,
+    rows: Iterator[Row],
+    upsert: Callable[[Session, dict[str, str]], str],
+    clash: Callable[[Row], str | None] = lambda row: None,
+) -> ImportReport:
+    """Each row in a savepoint of its own: a bad row is reported, the rest stays."""
+    report = ImportReport()
     for row in rows:
-        if row.error:
-            report.bad(row.line, row.error)
-            continue
-        clash = _seen_before(row, lines)
-        if clash:
-            report.bad(row.line, clash)
+        problem = row.error or clash(row)
+        if problem:
+            report.bad(row.line, problem)
             continue
         try:
             with session.begin_nested():
-                outcome = _upsert_contact(session, row.fields)
+                outcome = upsert(session, row.fields)
         except RowError as exc:
             report.bad(row.line, str(exc))
             continue
