@@ -173,19 +173,26 @@ def store_config(url: str, sim: EwsSimulator) -> Any:
     )
 
 
-def test_contoso_on_exchange_gives_the_same_history_as_from_files(
-    store_url: str,
-    factory: Any,
-    ews: EwsSimulator,
-    rep_mailbox: SimMailbox,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from tests.test_sync import account_timeline, import_crm
+@pytest.fixture
+def exchange(
+    store_url: str, factory: Any, ews: EwsSimulator, monkeypatch: pytest.MonkeyPatch
+) -> Any:
+    """The configuration of the simulated mailbox, the Contoso CRM imported."""
+    from tests.test_sync import import_crm
 
     monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
-    contoso_on_exchange(ews, rep_mailbox)
     config = store_config(store_url, ews)
     import_crm(factory, config)
+    return config
+
+
+def test_contoso_on_exchange_gives_the_same_history_as_from_files(
+    factory: Any, ews: EwsSimulator, rep_mailbox: SimMailbox, exchange: Any
+) -> None:
+    from tests.test_sync import account_timeline
+
+    contoso_on_exchange(ews, rep_mailbox)
+    config = exchange
 
     report = sync_mailbox(factory, config, config.mailboxes[0])
     assert (report.items, report.new, report.excluded, report.rejected) == (
@@ -244,16 +251,10 @@ def test_missing_password_variable_names_it(
 
 
 def test_x500_senders_are_resolved_or_kept_unresolved(
-    store_url: str,
-    factory: Any,
-    ews: EwsSimulator,
-    rep_mailbox: SimMailbox,
-    monkeypatch: pytest.MonkeyPatch,
+    factory: Any, ews: EwsSimulator, rep_mailbox: SimMailbox, exchange: Any
 ) -> None:
     from tests.ews.simulator import Address
-    from tests.test_sync import import_crm
 
-    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
     known_dn = "/o=Tailspin/ou=Exchange Administrative Group/cn=Recipients/cn=lnay"
     lorraine = ews.directory.add(
         "lorraine.nay@tailspintoys.com", "Lorraine Nay", known_dn
@@ -282,9 +283,7 @@ def test_x500_senders_are_resolved_or_kept_unresolved(
         ),
         "inbox",
     )
-    config = store_config(store_url, ews)
-    import_crm(factory, config)
-    sync_mailbox(factory, config, config.mailboxes[0])
+    sync_mailbox(factory, exchange, exchange.mailboxes[0])
 
     from mailsync.queries import unlinked
     from tests.test_sync import account_timeline
@@ -321,18 +320,12 @@ def test_mailboxes_test_says_which_right_is_missing(
 
 
 def test_an_item_the_rep_opts_out_loses_its_links(
-    store_url: str,
-    factory: Any,
-    ews: EwsSimulator,
-    rep_mailbox: SimMailbox,
-    monkeypatch: pytest.MonkeyPatch,
+    factory: Any, ews: EwsSimulator, rep_mailbox: SimMailbox, exchange: Any
 ) -> None:
-    from tests.test_sync import account_timeline, import_crm
+    from tests.test_sync import account_timeline
 
-    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
     contoso_on_exchange(ews, rep_mailbox)
-    config = store_config(store_url, ews)
-    import_crm(factory, config)
+    config = exchange
     sync_mailbox(factory, config, config.mailboxes[0])
     subjects = {a.subject for a in account_timeline(factory)}
     assert {
