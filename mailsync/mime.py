@@ -18,7 +18,7 @@ import email.errors
 import email.policy
 import re
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.header import decode_header, make_header
 from email.headerregistry import Address, Group
 from email.message import Message
@@ -460,12 +460,4 @@ def _calendar_part(msg: Message) -> Message | None:
         filename = (part.get_filename() or "").lower()
         if ctype in ("text/calendar", "application/ics") or filename.endswith(".ics"):
             return part
-    return None
-
-
-def as_date_or_datetime(value: object) -> datetime | date | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, date):
-        return value
     return None

@@ -21,9 +21,11 @@ over from nothing, which identity keys make free of duplicates.
 Mail with X500 (routing type EX) addresses takes its participants from the
 EWS fields, resolved to SMTP with ResolveNames and cached.
 
-TODO(issue 3): calendar and task folders, category write-back and opt-out,
-pull subscriptions, autodiscover, OAuth, a custom CA bundle and
-``mailboxes test``.
+An item that gets the ``Don't track`` category or Sensitivity Private comes
+back as an update, and the core withdraws its links.
+
+TODO(issue 3): calendar and task folders, category write-back, pull
+subscriptions, autodiscover, OAuth and a custom CA bundle.
 """
 
 from __future__ import annotations

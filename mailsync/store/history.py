@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from mailsync.items import Item, ItemKind
@@ -532,19 +532,6 @@ def _link_set(session: Session, activity_id: int) -> set[tuple[str, int]]:
         )
     ).all()
     return {(kind, target_id) for kind, target_id in rows}
-
-
-def count_links(session: Session, activity_ids: Sequence[int]) -> int:
-    if not activity_ids:
-        return 0
-    return int(
-        session.scalar(
-            select(func.count())
-            .select_from(Link)
-            .where(Link.activity_id.in_(activity_ids), Link.suppressed.is_(False))
-        )
-        or 0
-    )
 
 
 # --- small helpers ---------------------------------------------------------
