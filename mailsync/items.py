@@ -75,11 +75,18 @@ class Meeting:
 
 @dataclass(frozen=True)
 class Task:
+    """An Outlook task. ``uid`` is the connector's stable id for it, the same
+    after a move and in every mailbox that holds it; ``contacts`` and
+    ``companies`` are the names a rep typed in the task's Contacts and
+    Companies fields."""
+
+    uid: str
     status: str | None
     due: datetime | date | None
     owner: str | None = None
     contacts: tuple[str, ...] = ()
     companies: tuple[str, ...] = ()
+    completed: datetime | date | None = None
 
 
 @dataclass(frozen=True)
