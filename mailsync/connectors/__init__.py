@@ -18,6 +18,11 @@ def open_connector(mailbox: Any) -> Connector:
         from mailsync.secrets import read_secret
 
         what = f"mailbox {mailbox.address}"
-        password = read_secret(what, mailbox.password_env, mailbox.password_file)
-        return EwsConnector(mailbox, password)
+        if mailbox.auth == "oauth":
+            secret = read_secret(
+                what, mailbox.client_secret_env, mailbox.client_secret_file
+            )
+        else:
+            secret = read_secret(what, mailbox.password_env, mailbox.password_file)
+        return EwsConnector(mailbox, secret)
     raise ValueError(f"no connector for kind {mailbox.kind!r}")

@@ -56,6 +56,8 @@ from tests.ews.mailbox import (
 )
 from tests.ews.operations import Operations, Request, SoapFault, busy_message
 from tests.ews.render import ENS, SOAP, TNS, local, t
+from tests.tls import TestCA
+from tests.token_server import TokenServer
 
 __all__ = [
     "Address",
@@ -156,8 +158,15 @@ class SimDirectory:
 class EwsSimulator:
     """The server: mailboxes by SMTP address, users, directory and faults."""
 
-    def __init__(self, version: tuple[int, int, int, int] = (15, 1, 2507, 6)) -> None:
+    def __init__(
+        self,
+        version: tuple[int, int, int, int] = (15, 1, 2507, 6),
+        tls: TestCA | None = None,
+    ) -> None:
         self.version = version
+        self.tls = tls
+        self.token_server: TokenServer | None = None
+        self.apps: dict[str, SimUser] = {}
         self.lock = threading.RLock()
         self.mailboxes: dict[str, SimMailbox] = {}
         self.users: dict[str, SimUser] = {}
@@ -187,6 +196,15 @@ class EwsSimulator:
         self.directory.add(smtp, mailbox.name, mailbox.legacy_dn)
         return mailbox
 
+    def add_app(
+        self, token_server: TokenServer, client_id: str, *, can_impersonate: bool = True
+    ) -> SimUser:
+        """An app whose OAuth bearer tokens, from ``token_server``, sign it in."""
+        self.token_server = token_server
+        user = SimUser(f"app:{client_id}", "", can_impersonate)
+        self.apps[client_id] = user
+        return user
+
     def mailbox(self, smtp: str) -> SimMailbox:
         return self.mailboxes[smtp.lower()]
 
@@ -205,10 +223,15 @@ class EwsSimulator:
         if self._httpd is None:
             raise RuntimeError("the simulator is not running")
         host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}{EWS_PATH}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host!s}:{port}{EWS_PATH}"
 
     def start(self) -> Self:
         httpd = _Server(("127.0.0.1", 0), _Handler)
+        if self.tls is not None:
+            httpd.socket = self.tls.server_context().wrap_socket(
+                httpd.socket, server_side=True
+            )
         httpd.sim = self
         self._httpd = httpd
         self._thread = threading.Thread(
@@ -326,6 +349,10 @@ class EwsSimulator:
 
     def _authenticate(self, authorization: str) -> SimUser | None:
         scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and self.token_server is not None:
+            audience = self.url.removesuffix(EWS_PATH)
+            client_id = self.token_server.holder(token.strip(), audience)
+            return self.apps.get(client_id) if client_id else None
         if scheme.lower() != "basic":
             return None
         try:
