@@ -8,8 +8,9 @@
   disk, so there is no token cache to protect.
 - ``ca_bundle``: the CA that signed the server's certificate (a TLS-inspecting
   proxy, an internal CA). It wins over ``REQUESTS_CA_BUNDLE`` and the system
-  store for that host, both for EWS and for the token endpoint. requests would
-  otherwise prefer the environment's bundle to ``Session.verify``.
+  store for the EWS host (and for a token endpoint that is not Microsoft's,
+  such as ADFS). requests would otherwise prefer the environment's bundle to
+  ``Session.verify``.
 """
 
 from __future__ import annotations
@@ -120,7 +121,11 @@ class MsalCredentials(OAuth2Credentials):
             client_id,
             client_credential=secret.reveal(),
             authority=authority_url,
-            http_client=http_session(ca_bundle, authority_url),
+            # Microsoft's own endpoint is checked against the usual store; a
+            # private one (ADFS, a test server) against the bundle.
+            http_client=http_session(
+                None if _is_microsoft(authority) else ca_bundle, authority_url
+            ),
             # A private authority (ADFS, a test server) is not in Microsoft's
             # instance list; asking would leak the tenant to the internet.
             instance_discovery=not _is_microsoft(authority),
