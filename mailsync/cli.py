@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from sqlalchemy import select
@@ -31,6 +33,9 @@ from mailsync.store.directory import (
     load_directory,
 )
 from mailsync.store.models import Activity, AddressLink
+
+if TYPE_CHECKING:
+    from mailsync.queries import TaskView
 
 log = logging.getLogger("mailsync")
 
@@ -369,10 +374,34 @@ def history(
         people = ", ".join(sorted({c["name"] for c in view.contacts})) or "-"
         rules = ",".join(sorted({r["rule"] for r in view.link_rules}))
         mark = " [cancelled]" if view.status == "cancelled" else ""
+        if view.task is not None:
+            when, mark = _task_line(view.task, when)
         click.echo(
             f"{when}  {view.direction[:3]:3}  {view.kind:7}  {view.subject[:60]:60}"
             f"  {people}  ({rules}){mark}"
         )
+
+
+def _task_line(task: TaskView, when: str) -> tuple[str, str]:
+    """A task's time column (its due date alone when it has no time) and its
+    mark: status, completion and due date."""
+    due = _day_or_time(task.due)
+    if task.due is not None and not isinstance(task.due, datetime):
+        when = f"{due:16}"
+    # Outlook's NotStarted, WaitingOnOthers, ... as words.
+    status = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", task.status or "no status").lower()
+    parts = [status]
+    if task.completed_at is not None:
+        done = f"completed {task.completed_at:%Y-%m-%d}"
+        parts = [done] if task.status == "Completed" else [*parts, done]
+    parts.append(f"due {due}" if task.due is not None else "no due date")
+    return when, f" [{', '.join(parts)}]"
+
+
+def _day_or_time(value: date | datetime | None) -> str:
+    if isinstance(value, datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    return value.isoformat() if value is not None else ""
 
 
 def _target(
@@ -411,10 +440,18 @@ def unlinked(app: App, fmt: str) -> None:
     if fmt == "json":
         emit_json([r.as_json() for r in rows])
         return
-    click.echo(f"{len(rows)} unlinked addresses")
-    for r in rows:
+    addresses = [r for r in rows if r.address is not None]
+    click.echo(f"{len(addresses)} unlinked addresses")
+    for r in addresses:
         seen = f"{r.first_seen:%Y-%m-%d} .. {r.last_seen:%Y-%m-%d}"
         click.echo(f"{r.count:5}  {r.address:40}  {seen}  {r.sample_subject[:50]}")
+    names = [r for r in rows if r.address is None]
+    if names:
+        click.echo(f"{len(names)} unlinked names typed in tasks")
+    for n in names:
+        seen = f"{n.first_seen:%Y-%m-%d} .. {n.last_seen:%Y-%m-%d}"
+        label = f"{n.name} ({n.kind}, {n.status})"
+        click.echo(f"{n.count:5}  {label:40}  {seen}  {n.sample_subject[:50]}")
 
 
 @cli.command()

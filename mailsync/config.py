@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -113,6 +114,51 @@ class LinkingConfig(Strict):
         return values
 
 
+class CategoriesConfig(Strict):
+    """The Outlook categories mailsync writes and reads.
+
+    ``link`` is the category a linked item gets for each of its accounts, a
+    format with ``{account}`` (``""`` writes none); ``opt_out`` is the
+    category by which a rep keeps an item out of the history.
+    """
+
+    link: str = "{account}"
+    opt_out: str = "Don't track"
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str) -> str:
+        if value == "":
+            return value
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value)}
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a category format ({exc}); write it like "
+                '"{account}" or "CRM: {account}", or "" to write no category'
+            ) from None
+        if names - {None} != {"account"}:
+            raise ValueError(
+                f"{value!r} must name the account as {{account}} and nothing "
+                'else, like "CRM: {account}"; or write "" to write no category'
+            )
+        return value
+
+    @field_validator("opt_out")
+    @classmethod
+    def _opt_out(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError(
+                "is empty; give the category that keeps an item out, such as "
+                '"Don\'t track"'
+            )
+        return value.strip()
+
+    def link_category(self, account: str) -> str:
+        """The category for a linked account (call only when ``link`` is set)."""
+        return self.link.format(account=account)
+
+
 class MailboxBase(Strict):
     """What every mailbox has, whatever its kind."""
 
@@ -177,6 +223,7 @@ class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
     organisation: OrganisationConfig
     linking: LinkingConfig = LinkingConfig()
+    categories: CategoriesConfig = CategoriesConfig()
     mailboxes: list[MailboxConfig] = []
 
     @model_validator(mode="after")

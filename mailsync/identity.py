@@ -6,7 +6,9 @@ An activity is known by several keys, any of which finds it:
 - ``fp:`` a content fingerprint of author, date, subject and body, which
   merges copies of one message that carry different Message-IDs (a Lotus
   Notes view, a gateway, a sent copy against an inbox copy);
-- ``uid:`` an iCalendar UID with its recurrence id, for meetings.
+- ``uid:`` an iCalendar UID with its recurrence id, for meetings;
+- ``task:`` a task's uid from its connector, and nothing else: the rep edits a
+  task's subject and body, and two tasks may read alike.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ def fingerprint(author: str | None, item: Item) -> str:
 
 def identity_keys(item: Item, author: str | None) -> list[str]:
     """Every key of the item, the strongest first."""
+    if item.task is not None:
+        if not item.task.uid.strip():
+            raise ValueError("a task without its connector's uid")
+        return [f"task:{item.task.uid}"]
     keys = []
     if item.meeting is not None:
         keys.append(f"uid:{item.meeting.uid}|{item.meeting.recurrence_id or ''}")

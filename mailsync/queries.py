@@ -9,7 +9,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from mailsync.store.models import (
     Account,
     Activity,
+    ActivityName,
     Contact,
     ContactAddress,
     Link,
@@ -30,6 +31,34 @@ from mailsync.store.models import (
 
 
 @dataclass
+class TaskView:
+    """A task's Outlook status, due date (a date, or a time) and completion."""
+
+    status: str | None
+    due: datetime | date | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, activity: Activity) -> TaskView:
+        due: datetime | date | None = activity.due_at
+        if activity.due_at is not None and activity.due_is_date:
+            due = activity.due_at.date()
+        return cls(activity.task_status, due, activity.completed_at)
+
+    def as_json(self) -> dict[str, Any]:
+        due = self.due
+        return {
+            "status": self.status,
+            "due": iso(due) if isinstance(due, datetime) else _day(due),
+            "completed": iso(self.completed_at),
+        }
+
+
+def _day(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+@dataclass
 class ActivityView:
     id: int
     kind: str
@@ -37,6 +66,7 @@ class ActivityView:
     occurred_at: datetime
     subject: str
     status: str
+    task: TaskView | None = None
     participants: list[dict[str, Any]] = field(default_factory=list)
     contacts: list[dict[str, Any]] = field(default_factory=list)
     accounts: list[dict[str, Any]] = field(default_factory=list)
@@ -51,6 +81,7 @@ class ActivityView:
             "occurred_at": iso(self.occurred_at),
             "subject": self.subject,
             "status": self.status,
+            "task": self.task.as_json() if self.task else None,
             "participants": self.participants,
             "contacts": self.contacts,
             "accounts": self.accounts,
@@ -85,7 +116,13 @@ def activity_views(session: Session, ids: Sequence[int]) -> list[ActivityView]:
     activities = list(session.scalars(query))
     views = {
         a.id: ActivityView(
-            a.id, a.kind, a.direction, a.occurred_at, a.subject, a.status
+            a.id,
+            a.kind,
+            a.direction,
+            a.occurred_at,
+            a.subject,
+            a.status,
+            TaskView.of(a) if a.kind == "task" else None,
         )
         for a in activities
     }
@@ -201,9 +238,13 @@ class UnlinkedAddress:
     last_seen: datetime
     sample_subject: str
     activity_ids: list[int] = field(default_factory=list)
+    status: str = "unknown"  # or "unresolved"
+    kind = "address"
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "kind": self.kind,
+            "status": self.status,
             "address": self.address,
             "name": self.name,
             "count": self.count,
@@ -214,12 +255,53 @@ class UnlinkedAddress:
         }
 
 
-def unlinked(session: Session) -> list[UnlinkedAddress]:
-    """External addresses that matched nothing, most frequent first (rule 10).
+@dataclass
+class UnlinkedName:
+    """A name typed in tasks that matched no one, or more than one contact.
+
+    It has no address: it is shown as the rep typed it.
+    """
+
+    typed_in: str  # "contact" or "company": the task's field it was typed in
+    name: str
+    status: str  # "unknown" or "ambiguous"
+    first_seen: datetime
+    count: int = 0
+    last_seen: datetime | None = None
+    sample_subject: str = ""
+    activity_ids: list[int] = field(default_factory=list)
+    address: None = None
+
+    @property
+    def kind(self) -> str:
+        return f"{self.typed_in}_name"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "address": None,
+            "name": self.name,
+            "count": self.count,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "sample_subject": self.sample_subject,
+            "activity_ids": self.activity_ids,
+        }
+
+
+def unlinked(session: Session) -> list[UnlinkedAddress | UnlinkedName]:
+    """External addresses that matched nothing, most frequent first (rule 10),
+    then the names typed in tasks that matched nothing or were ambiguous
+    (rule 12), which have no address.
 
     Mail the rep marked private after it was recorded (``opted_out``) is left
     out: its addresses and subject are not shown for review.
     """
+    return [*_unlinked_addresses(session), *_unlinked_names(session)]
+
+
+def _unlinked_addresses(session: Session) -> list[UnlinkedAddress]:
     waiting = (
         ParticipantRow.status.in_(["unknown", "unresolved"]),
         Activity.status != "opted_out",
@@ -232,6 +314,7 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
             func.max(Activity.occurred_at),
             func.max(ParticipantRow.name),
             func.max(Activity.id),
+            func.max(ParticipantRow.status),
         )
         .join(Activity, Activity.id == ParticipantRow.activity_id)
         .where(*waiting)
@@ -260,11 +343,43 @@ def unlinked(session: Session) -> list[UnlinkedAddress]:
             _aware(last),
             samples.get(latest, ""),
             sorted(ids[address]),
+            status,
         )
-        for address, count, first, last, name, latest in stats
+        for address, count, first, last, name, latest, status in stats
     ]
     result.sort(key=lambda u: (-u.count, u.address))
     return result
+
+
+def _unlinked_names(session: Session) -> list[UnlinkedName]:
+    rows = session.execute(
+        select(
+            ActivityName.field,
+            ActivityName.name_key,
+            ActivityName.name,
+            ActivityName.status,
+            Activity.id,
+            Activity.occurred_at,
+            Activity.subject,
+        )
+        .join(Activity, Activity.id == ActivityName.activity_id)
+        .where(
+            ActivityName.status.in_(["unknown", "ambiguous"]),
+            Activity.status != "opted_out",
+        )
+        .order_by(Activity.occurred_at, Activity.id)
+    ).all()
+    found: dict[tuple[str, str], UnlinkedName] = {}
+    for kind, key, name, status, activity_id, when, subject in rows:
+        entry = found.get((kind, key))
+        if entry is None:
+            entry = found[(kind, key)] = UnlinkedName(kind, name, status, when)
+        entry.count += 1
+        entry.last_seen, entry.sample_subject = when, subject
+        entry.activity_ids.append(activity_id)
+    return sorted(
+        found.values(), key=lambda u: (-u.count, u.typed_in, u.name.casefold())
+    )
 
 
 def _aware(value: Any) -> datetime:

@@ -3,7 +3,8 @@
 Adding or importing a contact or a domain, or resolving an unknown address
 with ``mailsync link``, re-matches the participants already stored and brings
 the links up to date, so that nothing has to be synced again (rule 10).
-Manual links and unlinks are kept (rule 11).
+Manual links and unlinks are kept (rule 11). The names typed in tasks are
+matched again too (rule 12).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from mailsync.linker.rules import (
     Organisation,
     match_address,
 )
-from mailsync.store.history import relink_activity, relink_replies
+from mailsync.store.history import relink_activity, relink_replies, rematch_names
 from mailsync.store.models import Activity, Contact, ContactAddress, ParticipantRow
 
 # Participants whose match depends on the directory; the others (internal,
@@ -59,6 +60,7 @@ def relink(
             report.participants += 1
             touched.add(row.activity_id)
     session.flush()
+    touched |= rematch_names(session, directory)  # the names typed in tasks
 
     ordered = session.execute(
         select(Activity.id, Activity.message_id)
@@ -108,6 +110,7 @@ def create_contacts(
         session.flush()
         directory.contacts[address] = ContactRef(contact.id, account_id)
         directory.contact_accounts[contact.id] = account_id
+        directory.add_contact_name(contact.id, contact.name)
         created.append(contact.id)
     if created:
         relink(session, directory, org, addresses=list(written_to))

@@ -22,7 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailsync.config import Config, ContactPolicy, LinkingConfig, MailboxConfig
+from mailsync.categories import write_back
+from mailsync.config import (
+    CategoriesConfig,
+    Config,
+    ContactPolicy,
+    LinkingConfig,
+    MailboxConfig,
+)
 from mailsync.connectors import open_connector
 from mailsync.connectors.base import Connector, folder_key, role_from_name
 from mailsync.errors import TransientError, UserError
@@ -74,6 +81,8 @@ class CycleReport:
     excluded: int = 0
     rejected: int = 0
     removed: int = 0
+    categories_written: int = 0
+    categories_failed: int = 0
     duration: float = 0.0
     error: str | None = None
     excluded_by: dict[str, int] = field(default_factory=dict)
@@ -109,6 +118,7 @@ class Linking:
     directory: Directory
     options: LinkingConfig
     noreply: re.Pattern[str] | None = None
+    categories: CategoriesConfig = field(default_factory=CategoriesConfig)
 
 
 def organisation(config: Config) -> Organisation:
@@ -130,6 +140,7 @@ def linking_for(config: Config, mailbox: str, directory: Directory) -> Linking:
         directory=directory,
         options=config.linking,
         noreply=re.compile("|".join(patterns), re.I) if patterns else None,
+        categories=config.categories,
     )
 
 
@@ -147,6 +158,7 @@ def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
         record_private=options.record_private,
         private_sensitivities=frozenset(options.private_sensitivities),
         noreply=linking.noreply,
+        opt_out=linking.categories.opt_out,
     )
     if excluded is not None:
         return Skip(item, excluded[0], excluded[1])
@@ -289,6 +301,13 @@ def _sync_folder(
             apply_batch(session, mailbox_id, linking, batch, report)
             if batch.cursor is not None:
                 save_cursor(session, mailbox_id, folder.id, batch.cursor)
+        # After the commit, before the next page: the connector's next
+        # cursor remembers what was written (see CategoryWriter).
+        written = write_back(
+            factory, connector, mailbox_id, linking.mailbox, batch, linking.categories
+        )
+        report.categories_written += written.written
+        report.categories_failed += written.failed
 
 
 def apply_batch(

@@ -252,6 +252,7 @@ def test_history_json_has_a_stable_shape(demo):
         "occurred_at",
         "subject",
         "status",
+        "task",
         "participants",
         "contacts",
         "accounts",
@@ -260,6 +261,7 @@ def test_history_json_has_a_stable_shape(demo):
     }
     for view in views:
         assert set(view) == keys
+        assert view["task"] is None  # a task's status, due date and completion
         assert ISO_UTC.fullmatch(view["occurred_at"]), view["occurred_at"]
         for person in view["participants"]:
             assert set(person) == {"address", "name", "role", "status", "response"}
@@ -338,6 +340,8 @@ def test_listings_json_have_stable_shapes(demo):
 
     for row in unlinked:
         assert set(row) == {
+            "kind",
+            "status",
             "address",
             "name",
             "count",
@@ -346,6 +350,7 @@ def test_listings_json_have_stable_shapes(demo):
             "sample_subject",
             "activity_ids",
         }
+        assert (row["kind"], row["status"]) == ("address", "unknown")
         assert len(row["activity_ids"]) == row["count"]
         assert ISO_UTC.fullmatch(row["first_seen"])
         assert ISO_UTC.fullmatch(row["last_seen"])

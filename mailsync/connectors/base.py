@@ -8,13 +8,17 @@ cursor cover exactly that page and everything before it.
 
 A cursor is opaque to the core. ``None`` means "never synced": the connector
 reads the folder from the start (or its back-fill window).
+
+Optional capabilities, each its own protocol that the core checks with
+``isinstance``: :class:`CategoryWriter` writes Outlook categories back.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from mailsync.items import ChangeBatch, Folder, FolderRole
 
@@ -35,6 +39,36 @@ class Connector(Protocol):
     def check(self) -> list[str]:
         """Whether the mailbox answers and the rights suffice: what works, line
         by line, or a UserError that names what is missing."""
+        ...
+
+
+@dataclass
+class CategoryWrites:
+    """What a category write did: each written item's new change key, and
+    why each of the others was not written."""
+
+    change_keys: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CategoryWriter(Protocol):
+    """A connector that can set the Outlook categories of items it yielded."""
+
+    def write_categories(
+        self,
+        folder: Folder,
+        wanted: Mapping[str, tuple[str | None, Sequence[str]]],
+    ) -> CategoryWrites:
+        """Set each item's categories: ``{provider_id: (change_key, categories)}``.
+
+        ``change_key`` is the one the item had when it was read: an item
+        changed since then is not overwritten but reported failed, and comes
+        through the next sync with what the rep did. The core calls this after
+        it committed a page of ``changes(folder, ...)`` and before it asks for
+        the next page; the connector makes the next cursor it yields remember
+        the writes, so that they do not come back as changes.
+        """
         ...
 
 

@@ -24,7 +24,11 @@ EWS fields, resolved to SMTP with ResolveNames and cached.
 An item that gets the ``Don't track`` category or Sensitivity Private comes
 back as an update, and the core withdraws its links.
 
-TODO(issue 3): calendar and task folders, category write-back, pull
+Categories the core asks for are written with UpdateItem
+(:meth:`EwsConnector.write_categories`); the cursor remembers the ChangeKey
+each write gave, so that the write does not come back as a change.
+
+TODO(issue 3): calendar and task folders, pull
 subscriptions, autodiscover, OAuth and a custom CA bundle.
 """
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -54,6 +58,7 @@ from exchangelib.errors import (
     ErrorImpersonationDenied,
     ErrorInternalServerTransientError,
     ErrorInvalidSyncStateData,
+    ErrorIrresolvableConflict,
     ErrorItemNotFound,
     ErrorNonExistentMailbox,
     ErrorServerBusy,
@@ -61,11 +66,12 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 from exchangelib.folders import BaseFolder
-from exchangelib.items import ID_ONLY
-from exchangelib.services import SyncFolderItems
+from exchangelib.items import ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
+from exchangelib.items import Item as EwsItem
+from exchangelib.services import SyncFolderItems, UpdateItem
 
 from mailsync.config import EwsMailbox
-from mailsync.connectors.base import role_from_name
+from mailsync.connectors.base import CategoryWrites, role_from_name
 from mailsync.errors import ParseError, TransientError, UserError
 from mailsync.items import (
     ChangeBatch,
@@ -144,6 +150,8 @@ class EwsConnector:
         )
         self._folders: dict[str, BaseFolder] = {}
         self._x500: dict[str, str | None] = {}
+        # Per folder id: {item id: the ChangeKey our category write gave}.
+        self._written: dict[str, dict[str, str]] = {}
 
     def close(self) -> None:
         self.account.protocol.close()
@@ -187,6 +195,17 @@ class EwsConnector:
     # --- changes -----------------------------------------------------------
 
     def changes(self, folder: Folder, cursor: str | None) -> Iterator[ChangeBatch]:
+        """Pages of SyncFolderItems changes since the cursor.
+
+        The cursor is ``{"state": ..., "written": {item id: ChangeKey}}``:
+        the sync state, and the ChangeKeys that :meth:`write_categories` got
+        back since (older cursors have the state only). SyncFolderItems
+        reports our own write as an update; one with exactly the remembered
+        ChangeKey is dropped without a GetItem, while a later change by the
+        rep has another ChangeKey and goes through. The core writes after it
+        committed a page, so the memory rides on the next page's cursor; when
+        that page was the last, one more page with no changes carries it.
+        """
         if folder.id not in self._folders:
             self.folders()
         ews_folder = self._folders.get(folder.id)
@@ -196,7 +215,8 @@ class EwsConnector:
                 "mailbox %s: folder %s is gone", self.mailbox.address, folder.name
             )
             return
-        state = json.loads(cursor)["state"] if cursor else None
+        state, written = _read_cursor(cursor)
+        self._written[folder.id] = written
         cutoff = datetime.now(UTC) - timedelta(days=self.mailbox.backfill_days)
         restarted = False
         while True:
@@ -212,11 +232,16 @@ class EwsConnector:
                     folder.name,
                 )
                 state, restarted = None, True
+                written.clear()
                 continue
-            yield self._batch(folder, page, new_state, cutoff)
+            batch = self._batch(folder, page, new_state, cutoff)
+            carried = dict(written)
+            yield batch
             if last or new_state == state:
-                return
+                break
             state = new_state
+        if written != carried:
+            yield ChangeBatch(folder, cursor=_cursor(new_state, written))
 
     def _sync_page(
         self, ews_folder: BaseFolder, state: str | None
@@ -247,17 +272,22 @@ class EwsConnector:
     def _batch(
         self, folder: Folder, page: list[tuple[str, Any]], state: str, cutoff: datetime
     ) -> ChangeBatch:
-        batch = ChangeBatch(folder, cursor=json.dumps({"state": state}))
+        batch = ChangeBatch(folder)
+        written = self._written.setdefault(folder.id, {})
         wanted = []
         for change, value in page:
+            ours = written.pop(value.id, None) if change != "read_flag_change" else None
             if change == "delete":
                 batch.removed.append(value.id)
+            elif change == "update" and ours is not None and ours == value.changekey:
+                continue  # our own category write: nothing new
             elif change in ("create", "update"):
                 received = getattr(value, "datetime_received", None)
                 if received is None or received >= cutoff:
                     wanted.append(value)
         for result, asked in zip(self._fetch(wanted), wanted, strict=True):
             self._read(result, asked, folder, batch)
+        batch.cursor = _cursor(state, written)
         return batch
 
     def _fetch(self, items: list[Any]) -> list[Any]:
@@ -303,6 +333,68 @@ class EwsConnector:
                 if p.role in (Role.ORGANIZER, Role.ATTENDEE)
             ]
         return item
+
+    # --- categories --------------------------------------------------------
+
+    def write_categories(
+        self,
+        folder: Folder,
+        wanted: Mapping[str, tuple[str | None, Sequence[str]]],
+    ) -> CategoryWrites:
+        """Set items' categories with UpdateItem, 100 items a request.
+
+        Each item carries the ChangeKey it was read with, and the conflict
+        resolution is NeverOverwrite. The categories we send are the ones we
+        read plus ours: an item the rep changed meanwhile must not be
+        overwritten, and the EWS reference says AlwaysOverwrite overwrites
+        and AutoResolve "in most cases" does too. Exchange refuses such an
+        item with ErrorIrresolvableConflict; the rep's change comes through
+        the next sync, and the core writes again then.
+        """
+        result = CategoryWrites()
+        memory = self._written.setdefault(folder.id, {})
+        ids = list(wanted)
+        for start in range(0, len(ids), _WRITE_CHUNK):
+            chunk = ids[start : start + _WRITE_CHUNK]
+            items = [
+                (
+                    EwsItem(
+                        account=self.account,
+                        id=provider_id,
+                        changekey=wanted[provider_id][0],
+                        categories=list(wanted[provider_id][1]) or None,
+                    ),
+                    ["categories"],
+                )
+                for provider_id in chunk
+            ]
+            try:
+                answers = self._update(items)
+            except (TransientError, UserError) as exc:
+                result.failed.update((i, str(exc)) for i in ids[start:])
+                break
+            for provider_id, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, Exception):
+                    why = f"{type(answer).__name__}: {answer}"
+                    result.failed[provider_id] = why
+                else:
+                    memory[provider_id] = result.change_keys[provider_id] = answer[1]
+        return result
+
+    def _update(self, items: list[tuple[EwsItem, list[str]]]) -> list[Any]:
+        def call() -> list[Any]:
+            service = _UpdateCategories(account=self.account, chunk_size=_WRITE_CHUNK)
+            return list(
+                service.call(
+                    items=items,
+                    conflict_resolution=NEVER_OVERWRITE,
+                    message_disposition=SAVE_ONLY,
+                    send_meeting_invitations_or_cancellations=SEND_TO_NONE,
+                    suppress_read_receipts=True,
+                )
+            )
+
+        return self._call("UpdateItem", call)
 
     # --- X500 addresses ----------------------------------------------------
 
@@ -429,6 +521,35 @@ class EwsConnector:
         back_off = getattr(exc, "back_off", None)
         wait = float(back_off) if back_off else float(2 ** (attempt - 1))
         return min(wait, self.mailbox.max_retry_wait)
+
+
+_WRITE_CHUNK = 100  # items per UpdateItem request, as exchangelib chunks
+
+
+class _UpdateCategories(UpdateItem):
+    """UpdateItem that gives a conflict back for its item, as Exchange
+    answers it, instead of raising it for the whole request (exchangelib
+    raises each per-item error it does not list, losing the other answers)."""
+
+    ERRORS_TO_CATCH_IN_RESPONSE = (
+        *UpdateItem.ERRORS_TO_CATCH_IN_RESPONSE,
+        ErrorIrresolvableConflict,
+    )
+
+
+def _read_cursor(cursor: str | None) -> tuple[str | None, dict[str, str]]:
+    """The sync state and the remembered writes (none in an older cursor)."""
+    if not cursor:
+        return None, {}
+    data = json.loads(cursor)
+    return data["state"], dict(data.get("written", {}))
+
+
+def _cursor(state: str, written: dict[str, str]) -> str:
+    data: dict[str, Any] = {"state": state}
+    if written:
+        data["written"] = written
+    return json.dumps(data)
 
 
 def _mailboxes(ews_item: Any) -> Iterator[tuple[Role, Any]]:

@@ -14,15 +14,24 @@ For each participant, after normalisation (:mod:`.addresses`):
   domains never (rule 4); an unresolved address is never matched by domain;
 - anyone left waits for review as unknown (rule 10).
 
+A task links by the names the rep typed in its Contacts and Companies fields
+(rule 12, :func:`match_names`): a contact by its name, also written "Last,
+First", and an account by its name, without case or extra spaces. A name that
+two contacts share links neither and is kept as ambiguous; a name that
+matches nothing waits for review as it was typed, never as an address.
+
 Thread inheritance (rule 8) and manual links (rule 11) are applied on top by
 :func:`links_for`.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from mailsync.items import Participant, Role
 from mailsync.linker.addresses import (
@@ -43,6 +52,7 @@ class MatchStatus(StrEnum):
     UNRESOLVED = "unresolved"
     DELEGATE = "delegate"
     IGNORED = "ignored"
+    AMBIGUOUS = "ambiguous"
 
 
 class LinkRule(StrEnum):
@@ -50,6 +60,15 @@ class LinkRule(StrEnum):
     DOMAIN = "domain"
     THREAD = "thread"
     MANUAL = "manual"
+    CONTACT_NAME = "contact_name"
+    COMPANY_NAME = "company_name"
+
+
+class NameField(StrEnum):
+    """Where a rep typed a name: a task's Contacts or Companies field."""
+
+    CONTACT = "contact"
+    COMPANY = "company"
 
 
 Target = tuple[str, int]  # ("contact", id) or ("account", id)
@@ -69,6 +88,19 @@ class Directory:
     account_domains: dict[str, int] = field(default_factory=dict)
     manual: dict[str, Target] = field(default_factory=dict)
     contact_accounts: dict[int, int | None] = field(default_factory=dict)
+    contact_names: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    account_names: dict[str, int] = field(default_factory=dict)
+
+    def add_contact_name(self, contact_id: int, name: str) -> None:
+        key = person_key(name)
+        known = self.contact_names.get(key, ())
+        if key and contact_id not in known:
+            self.contact_names[key] = (*known, contact_id)
+
+    def add_account_name(self, account_id: int, name: str) -> None:
+        key = name_key(name)
+        if key:
+            self.account_names[key] = account_id
 
 
 @dataclass(frozen=True)
@@ -97,6 +129,18 @@ class Match:
     rule: LinkRule | None = None
     response: str | None = None
     unresolved: bool = False
+
+
+@dataclass(frozen=True)
+class NameMatch:
+    """A name typed in a task's Contacts or Companies field, with its match."""
+
+    name: str
+    field: NameField
+    status: MatchStatus
+    contact_id: int | None = None
+    account_id: int | None = None
+    rule: LinkRule | None = None
 
 
 def match_participants(
@@ -205,10 +249,95 @@ def _to_target(
     return _replace(base, status=MatchStatus.ACCOUNT, account_id=target_id, rule=rule)
 
 
-def _replace(base: Match, **changes: object) -> Match:
+_M = TypeVar("_M", "Match", "NameMatch")
+
+
+def _replace(base: _M, **changes: object) -> _M:
     from dataclasses import replace
 
     return replace(base, **changes)  # type: ignore[arg-type]
+
+
+# --- rule 12: the names typed in a task ---------------------------------------
+
+
+def name_key(name: str) -> str:
+    """A name as compared: one form of Unicode, no case, single spaces."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def person_key(name: str) -> str:
+    """A person's name as compared; "Adams, Ellen" is "Ellen Adams"."""
+    key = name_key(name)
+    last, comma, first = key.partition(",")
+    if comma and "," not in first and last.strip() and first.strip():
+        key = f"{first.strip()} {last.strip()}"
+    return key
+
+
+def match_names(
+    contacts: Iterable[str], companies: Iterable[str], directory: Directory
+) -> list[NameMatch]:
+    """Every name typed in a task's Contacts and Companies fields, with its match.
+
+    A Contacts entry may hold several names separated by commas or semicolons
+    (EWS gives "a comma-separated list of contact names"), and one name may be
+    written "Last, First": the whole entry is tried first, then its parts, and
+    an entry whose parts match nothing is kept whole. Company names are never
+    split ("Fabrikam, Inc.").
+    """
+    found: dict[tuple[NameField, str], NameMatch] = {}
+    for entry in contacts:
+        for match in _contact_entry(entry, directory):
+            found.setdefault((match.field, person_key(match.name)), match)
+    for entry in companies:
+        if name_key(entry):
+            match = match_name(NameField.COMPANY, entry.strip(), directory)
+            found.setdefault((match.field, name_key(match.name)), match)
+    return list(found.values())
+
+
+_NAME_SEPARATORS = re.compile(r"[,;]")
+
+
+def _contact_entry(entry: str, directory: Directory) -> list[NameMatch]:
+    if not name_key(entry):
+        return []
+    whole = match_name(NameField.CONTACT, entry.strip(), directory)
+    parts = [p.strip() for p in _NAME_SEPARATORS.split(entry) if name_key(p)]
+    if whole.status is not MatchStatus.UNKNOWN or len(parts) < 2:
+        return [whole]
+    each = [match_name(NameField.CONTACT, part, directory) for part in parts]
+    if all(m.status is MatchStatus.UNKNOWN for m in each):
+        return [whole]
+    return each
+
+
+def match_name(field: NameField, name: str, directory: Directory) -> NameMatch:
+    """One typed name against the directory's contact or account names."""
+    base = NameMatch(name=name, field=field, status=MatchStatus.UNKNOWN)
+    if field is NameField.COMPANY:
+        account_id = directory.account_names.get(name_key(name))
+        if account_id is None:
+            return base
+        return _replace(
+            base,
+            status=MatchStatus.ACCOUNT,
+            account_id=account_id,
+            rule=LinkRule.COMPANY_NAME,
+        )
+    ids = directory.contact_names.get(person_key(name), ())
+    if len(ids) > 1:
+        return _replace(base, status=MatchStatus.AMBIGUOUS)
+    if not ids:
+        return base
+    return _replace(
+        base,
+        status=MatchStatus.CONTACT,
+        contact_id=ids[0],
+        account_id=directory.contact_accounts.get(ids[0]),
+        rule=LinkRule.CONTACT_NAME,
+    )
 
 
 def has_counterparty(matches: Iterable[Match]) -> bool:
@@ -222,8 +351,8 @@ def has_counterparty(matches: Iterable[Match]) -> bool:
     return any(m.status in counterparts for m in matches)
 
 
-def direct_links(matches: Iterable[Match]) -> dict[Target, LinkRule]:
-    """The links that the participants make by themselves."""
+def direct_links(matches: Iterable[Match | NameMatch]) -> dict[Target, LinkRule]:
+    """The links that the participants (and a task's names) make by themselves."""
     links: dict[Target, LinkRule] = {}
     for m in matches:
         if m.contact_id is not None and m.rule is not None:
@@ -234,7 +363,7 @@ def direct_links(matches: Iterable[Match]) -> dict[Target, LinkRule]:
 
 
 def links_for(
-    matches: Iterable[Match],
+    matches: Iterable[Match | NameMatch],
     thread_links: Iterable[Target],
     manual: Mapping[Target, bool],
 ) -> dict[Target, LinkRule]:

@@ -3,8 +3,9 @@
 Checked in this order, the first that applies wins:
 
 1. drafts (rule 9) unless ``record_drafts``;
-2. items marked Private or Confidential by their Sensitivity (rule 9), or
-   carrying the opt-out category, unless ``record_private``;
+2. items marked Private or Confidential by their Sensitivity (rule 9),
+   unless ``record_private``, and items carrying the opt-out category
+   (``[categories] opt_out``, compared without case), always;
 3. automated mail (rule 6): List-Id, List-Unsubscribe, ``Precedence:
    bulk/list/junk``, ``Auto-Submitted`` other than ``no``, delivery reports,
    and noreply-style senders. Never for mail the rep sent.
@@ -49,14 +50,16 @@ def screen(
         {"private", "company-confidential"}
     ),
     noreply: re.Pattern[str] | None = None,
+    opt_out: str = OPT_OUT_CATEGORY,
 ) -> tuple[ExcludeReason, str] | None:
     """The reason an item is not recorded, with its detail, or ``None``."""
     if not record_drafts and (item.is_draft or item.folder.role is FolderRole.DRAFTS):
         return ExcludeReason.DRAFT, f"in {item.folder.name}"
     if not record_private and item.sensitivity in private_sensitivities:
         return ExcludeReason.PRIVATE, f"Sensitivity: {item.sensitivity}"
-    if any(c.casefold() == OPT_OUT_CATEGORY.casefold() for c in item.categories):
-        return ExcludeReason.OPTED_OUT, f"category {OPT_OUT_CATEGORY!r}"
+    wanted = opt_out.casefold()
+    if any(c.strip().casefold() == wanted for c in item.categories):
+        return ExcludeReason.OPTED_OUT, f"category {opt_out!r}"
     if not sent:
         why = automated_reason(item, noreply)
         if why:

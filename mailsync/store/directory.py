@@ -24,6 +24,10 @@ def load_directory(session: Session) -> Directory:
         session.execute(select(Contact.id, Contact.account_id)).all()
     )
     directory.contact_accounts = contact_accounts
+    for contact_id, name in session.execute(select(Contact.id, Contact.name)):
+        directory.add_contact_name(contact_id, name)
+    for account_id, name in session.execute(select(Account.id, Account.name)):
+        directory.add_account_name(account_id, name)
     for address, contact_id in session.execute(
         select(ContactAddress.address, ContactAddress.contact_id)
     ):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time
 
 from sqlalchemy import delete, select, update
@@ -16,16 +16,23 @@ from sqlalchemy.orm import Session
 
 from mailsync.items import Item, ItemKind
 from mailsync.linker.rules import (
+    Directory,
     LinkRule,
     Match,
     MatchStatus,
+    NameField,
+    NameMatch,
     Target,
     direct_links,
     links_for,
+    match_names,
+    name_key,
+    person_key,
 )
 from mailsync.store.models import (
     Activity,
     ActivityKey,
+    ActivityName,
     Contact,
     Link,
     ParticipantRow,
@@ -58,6 +65,7 @@ class ItemPlan:
     author: str | None
     matches: list[Match]
     keys: list[str]
+    names: list[NameMatch] = field(default_factory=list)
 
 
 # --- lookups ---------------------------------------------------------------
@@ -129,7 +137,7 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
         direction=plan.direction,
         occurred_at=_occurred_at(item),
         subject=_clean(item.subject),
-        preview=_clean(" ".join(item.body_text.split())[:PREVIEW_LENGTH]),
+        preview=_preview(item),
         message_id=item.message_id,
         author=plan.author,
         defects=json.dumps(item.defects),
@@ -139,9 +147,11 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
         all_day=bool(meeting and _is_date(meeting.start)),
         status=_meeting_status(item) or "active",
         sequence=meeting.sequence if meeting else 0,
+        **_task_fields(item),
     )
     session.add(activity)
     session.flush()
+    _replace_names(session, activity.id, plan.names)
     session.add_all(ActivityKey(key=key, activity_id=activity.id) for key in plan.keys)
     session.add_all(
         ThreadRef(activity_id=activity.id, message_id=ref) for ref in _refs(item)
@@ -160,6 +170,8 @@ def _merge_into(session: Session, activity_id: int, plan: ItemPlan) -> bool:
     changed |= _add_refs(session, activity_id, _refs(plan.item))
     if plan.item.meeting is not None:
         changed |= _update_meeting(session, activity_id, plan.item)
+    if plan.item.task is not None:
+        changed |= _update_task(session, activity_id, plan)
     if plan.direction == "outbound":
         session.execute(
             update(Activity)
@@ -243,6 +255,93 @@ def _update_meeting(session: Session, activity_id: int, item: Item) -> bool:
     activity.subject = _clean(item.subject) or activity.subject
     activity.updated_at = now()
     return True
+
+
+def _update_task(session: Session, activity_id: int, plan: ItemPlan) -> bool:
+    """A task's state as read now replaces the stored one: status, due date,
+    completion, subject, body and the names typed in it.
+
+    The copy read last wins: a task carries no sequence that orders its
+    versions the way a meeting's SEQUENCE does.
+    """
+    item = plan.item
+    activity = session.get(Activity, activity_id)
+    if activity is None:
+        return False
+    state: dict[str, object] = {
+        "kind": ItemKind.TASK.value,
+        "subject": _clean(item.subject),
+        "preview": _preview(item),
+        "occurred_at": _occurred_at(item),
+        **_task_fields(item),
+    }
+    changed = any(getattr(activity, key) != value for key, value in state.items())
+    for key, value in state.items():
+        setattr(activity, key, value)
+    changed |= _replace_names(session, activity_id, plan.names)
+    if changed:
+        activity.updated_at = now()
+    return changed
+
+
+def _task_fields(item: Item) -> dict[str, object]:
+    task = item.task
+    if task is None:
+        return {}
+    return {
+        "task_status": _clean(task.status)[:30] if task.status else None,
+        "due_at": _instant(task.due),
+        "due_is_date": _is_date(task.due) if task.due is not None else None,
+        "completed_at": _instant(task.completed),
+    }
+
+
+def _replace_names(
+    session: Session, activity_id: int, names: Iterable[NameMatch]
+) -> bool:
+    """Make the activity's typed names these; True if any row changed."""
+    wanted: dict[tuple[str, str], ActivityName] = {}
+    for match in names:
+        row = _name_row(activity_id, match)
+        wanted.setdefault((row.field, row.name_key), row)
+    stored = {
+        (row.field, row.name_key): row
+        for row in session.scalars(
+            select(ActivityName).where(ActivityName.activity_id == activity_id)
+        )
+    }
+    changed = False
+    for key, row in stored.items():
+        if key not in wanted:
+            session.delete(row)
+            changed = True
+    for key, new in wanted.items():
+        old = stored.get(key)
+        if old is None:
+            session.add(new)
+            changed = True
+            continue
+        for column in ("name", "status", "rule", "contact_id", "account_id"):
+            if getattr(old, column) != getattr(new, column):
+                setattr(old, column, getattr(new, column))
+                changed = True
+    session.flush()
+    return changed
+
+
+def _name_row(activity_id: int, match: NameMatch) -> ActivityName:
+    name = _clean(match.name)
+    key = person_key(name) if match.field is NameField.CONTACT else name_key(name)
+    return ActivityName(
+        activity_id=activity_id,
+        field=match.field.value,
+        name=name[:300],
+        name_key=key[:300],
+        status=match.status.value,
+        rule=match.rule.value if match.rule else None,
+        contact_id=match.contact_id,
+        account_id=match.account_id,
+    )
 
 
 def _write_source(
@@ -409,12 +508,18 @@ def relink_activity(
     Manual links and manual unlinks are left as they are. Returns the number
     of links the activity has afterwards and how many of them are new.
     """
-    status = session.scalar(select(Activity.status).where(Activity.id == activity_id))
-    matches = (
-        known_matches
-        if known_matches is not None
-        else _stored_matches(session, activity_id)
-    )
+    kind, status = session.execute(
+        select(Activity.kind, Activity.status).where(Activity.id == activity_id)
+    ).one()
+    matches: list[Match | NameMatch] = [
+        *(
+            known_matches
+            if known_matches is not None
+            else _stored_matches(session, activity_id)
+        )
+    ]
+    if kind == ItemKind.TASK.value:
+        matches += _stored_names(session, activity_id)
     existing = {
         (row.target_kind, row.target_id): row
         for row in session.scalars(select(Link).where(Link.activity_id == activity_id))
@@ -485,6 +590,47 @@ def _stored_matches(session: Session, activity_id: int) -> list[Match]:
     ]
 
 
+def _stored_names(session: Session, activity_id: int) -> list[NameMatch]:
+    rows = session.scalars(
+        select(ActivityName)
+        .where(ActivityName.activity_id == activity_id)
+        .order_by(ActivityName.id)
+    )
+    return [_name_match(row) for row in rows]
+
+
+def _name_match(row: ActivityName) -> NameMatch:
+    return NameMatch(
+        name=row.name,
+        field=NameField(row.field),
+        status=MatchStatus(row.status),
+        contact_id=row.contact_id,
+        account_id=row.account_id,
+        rule=LinkRule(row.rule) if row.rule else None,
+    )
+
+
+def rematch_names(session: Session, directory: Directory) -> set[int]:
+    """Match the stored typed names again (rule 12); the activities that changed.
+
+    Each activity's names are matched together, as when its task was read, so
+    that a list of names stored whole splits once one of them is known.
+    """
+    typed: dict[int, tuple[list[str], list[str]]] = {}
+    for row in session.scalars(select(ActivityName).order_by(ActivityName.id)):
+        contacts, companies = typed.setdefault(row.activity_id, ([], []))
+        (contacts if row.field == NameField.CONTACT.value else companies).append(
+            row.name
+        )
+    return {
+        activity_id
+        for activity_id, (contacts, companies) in typed.items()
+        if _replace_names(
+            session, activity_id, match_names(contacts, companies, directory)
+        )
+    }
+
+
 def thread_targets(session: Session, activity_id: int) -> list[Target]:
     """The links of the messages this activity replies to (rule 8)."""
     refs = session.scalars(
@@ -542,6 +688,10 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def _preview(item: Item) -> str:
+    return _clean(" ".join(item.body_text.split())[:PREVIEW_LENGTH])
+
+
 def _refs(item: Item) -> list[str]:
     seen: dict[str, None] = {}
     for ref in [*item.in_reply_to, *item.references]:
@@ -551,10 +701,16 @@ def _refs(item: Item) -> list[str]:
 
 
 def _occurred_at(item: Item) -> datetime:
+    """When the item sits in the history: a meeting at its start, a task at its
+    due date (or its completion), anything else at what it says."""
     if item.meeting is not None:
         start = _instant(item.meeting.start)
         if start is not None:
             return start
+    if item.task is not None:
+        due = _instant(item.task.due) or _instant(item.task.completed)
+        if due is not None:
+            return due
     return item.occurred_at or item.received_at or now()
 
 

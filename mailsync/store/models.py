@@ -159,6 +159,12 @@ class Activity(Base):
     all_day: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(20), default="active")
     sequence: Mapped[int] = mapped_column(Integer, default=0)
+    # A task's Outlook status, due date and completion. A due date without a
+    # time is stored as midnight UTC of that day with ``due_is_date`` set.
+    task_status: Mapped[str | None] = mapped_column(String(30))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    due_is_date: Mapped[bool | None] = mapped_column(Boolean)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
 
@@ -221,6 +227,32 @@ class ParticipantRow(Base):
     role: Mapped[str] = mapped_column(String(20))
     response: Mapped[str | None] = mapped_column(String(30))
     unresolved: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(20))
+    rule: Mapped[str | None] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+
+
+class ActivityName(Base):
+    """A name typed in a task's Contacts or Companies field, with its match.
+
+    It is kept as typed: a name that matched nothing waits for review under
+    its own text, never as an address.
+    """
+
+    __tablename__ = "activity_names"
+    __table_args__ = (UniqueConstraint("activity_id", "field", "name_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    activity_id: Mapped[int] = mapped_column(
+        ForeignKey("activities.id", ondelete="CASCADE"), index=True
+    )
+    field: Mapped[str] = mapped_column(String(10))
+    name: Mapped[str] = mapped_column(String(300))
+    name_key: Mapped[str] = mapped_column(String(300), index=True)
     status: Mapped[str] = mapped_column(String(20))
     rule: Mapped[str | None] = mapped_column(String(20))
     contact_id: Mapped[int | None] = mapped_column(

@@ -16,6 +16,11 @@ Known differences from Exchange (each a choice, not an accident):
   Each call hands out a new state, even when nothing changed.
 - Marking an item read keeps its ChangeKey (a ReadFlagChange); any other
   change, and a move, gives a new one. A move also gives a new ItemId.
+- UpdateItem gives the item a new ChangeKey, answered in the response and
+  reported by the next SyncFolderItems as an Update. Only
+  ``NeverOverwrite`` compares the ChangeKey sent (any other is
+  ErrorIrresolvableConflict); ``AutoResolve`` and ``AlwaysOverwrite``
+  always overwrite, without Exchange's per-property merge.
 - ``SoftDelete`` removes the item as ``HardDelete`` does; there is no
   Recoverable Items content. ``MoveToDeletedItems`` moves to Deleted Items.
 - Not simulated: FindItem, restrictions and sorting, attachments, extended
