@@ -43,6 +43,7 @@ from mailsync.linker.rules import (
     Organisation,
     author,
     has_counterparty,
+    match_names,
     match_participants,
 )
 from mailsync.linker.screen import ExcludeReason, screen
@@ -166,11 +167,17 @@ def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
     matches = match_participants(
         item.participants, sent=sent, directory=linking.directory, org=linking.org
     )
-    if not options.record_internal and not has_counterparty(matches):
+    task = item.task
+    directory = linking.directory
+    names = match_names(task.contacts, task.companies, directory) if task else []
+    # A task is the rep's own work: kept even when it names no one outside.
+    internal_only = task is None and not has_counterparty(matches)
+    if not options.record_internal and internal_only:
         return Skip(item, ExcludeReason.INTERNAL_ONLY, "no external participant")
 
     who = author(matches, linking.org)
-    outbound = sent or (who is not None and who.status is MatchStatus.INTERNAL)
+    internal = who is not None and who.status is MatchStatus.INTERNAL
+    outbound = sent or task is not None or internal
     author_address = who.address if who else None
     return ItemPlan(
         item=item,
@@ -178,6 +185,7 @@ def plan_item(item: Item, linking: Linking) -> ItemPlan | Skip:
         author=author_address,
         matches=matches,
         keys=identity_keys(item, _from_address(item) or author_address),
+        names=names,
     )
 
 
