@@ -15,6 +15,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -187,31 +188,107 @@ class LocalMailbox(MailboxBase):
 class EwsMailbox(MailboxBase):
     """An Exchange Server mailbox read through EWS by one service account.
 
-    The password is never in this file: ``password_env`` names an environment
-    variable, or ``password_file`` a file readable by the service user only.
+    The account signs in with ``basic`` or ``ntlm`` (a username and password),
+    or ``oauth``: an app registration's client credentials, for which msal
+    gets the tokens. No secret is ever in this file: ``password_env`` or
+    ``client_secret_env`` names an environment variable, ``password_file`` or
+    ``client_secret_file`` a file readable by the service user only.
     """
 
     kind: Literal["ews"]
-    endpoint: str
-    username: str
-    auth: Literal["basic", "ntlm"] = "ntlm"
+    endpoint: str | None = None
+    autodiscover: bool = False
+    auth: Literal["basic", "ntlm", "oauth"] = "ntlm"
+    username: str | None = None
     access: Literal["impersonation", "delegate"] = "impersonation"
     password_env: str | None = None
     password_file: Annotated[Path | None, Lax] = None
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret_env: str | None = None
+    client_secret_file: Annotated[Path | None, Lax] = None
+    authority: str = "https://login.microsoftonline.com"
+    oauth_scope: str | None = None
+    ca_bundle: Annotated[Path | None, Lax] = None
     backfill_days: int = Field(default=180, ge=1)
     page_size: int = Field(default=512, ge=1, le=512)
     max_retry_wait: float = Field(default=300.0, ge=0)
     retries: int = Field(default=5, ge=0)
 
-    @field_validator("endpoint")
+    @field_validator("endpoint", "authority")
     @classmethod
-    def _endpoint(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://")):
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
             raise ValueError(
-                f"{value!r} is not a URL; give the EWS URL, such as "
+                f"{value!r} is not a URL; give a full URL, such as "
                 "https://mail.contoso.com/EWS/Exchange.asmx"
             )
         return value
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(
+                f"{value} is not a file; give the PEM file of the CA that signed "
+                "the server's certificate"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _sign_in(self) -> EwsMailbox:
+        where = f"mailbox {self.address}"
+        if (self.endpoint is None) == (not self.autodiscover):
+            raise ValueError(
+                f"{where}: give either endpoint = the EWS URL or autodiscover = true"
+            )
+        if self.auth == "oauth":
+            missing = [k for k in ("tenant_id", "client_id") if not getattr(self, k)]
+            if missing:
+                raise ValueError(
+                    f'{where}: auth = "oauth" needs {" and ".join(missing)} '
+                    "(from the app registration)"
+                )
+            if not (self.client_secret_env or self.client_secret_file):
+                raise ValueError(
+                    f'{where}: auth = "oauth" needs client_secret_env or '
+                    "client_secret_file"
+                )
+            if self.access != "impersonation":
+                raise ValueError(
+                    f"{where}: an app signed in with oauth reaches mailboxes by "
+                    'impersonation only; set access = "impersonation"'
+                )
+            if self.password_env or self.password_file:
+                raise ValueError(
+                    f'{where}: auth = "oauth" uses client_secret_env or '
+                    "client_secret_file, not a password"
+                )
+        else:
+            if not self.username:
+                raise ValueError(
+                    f"{where}: auth = {self.auth!r} needs username = the service "
+                    "account"
+                )
+            if not (self.password_env or self.password_file):
+                raise ValueError(
+                    f"{where}: name the service account's password with "
+                    "password_env or password_file"
+                )
+        return self
+
+    @property
+    def service_account(self) -> str:
+        """Who signs in, for messages: the username, or the app's client id."""
+        return self.username or f"app {self.client_id}"
+
+    @property
+    def scope(self) -> str:
+        """The OAuth scope: the configured one, or the EWS server's ``/.default``."""
+        if self.oauth_scope:
+            return self.oauth_scope
+        origin = urlsplit(self.endpoint or "https://outlook.office365.com")
+        return f"{origin.scheme}://{origin.netloc}/.default"
 
 
 KINDS = 'kind = "local" or kind = "ews"'
