@@ -325,7 +325,14 @@ def apply_batch(
     batch: ChangeBatch,
     report: CycleReport,
 ) -> None:
-    """Write one page: items, rejected items and removals (not the cursor)."""
+    """Write one page: removals, rejected items and items (not the cursor).
+
+    Removals come first: a connector sends an item that stands for several (a
+    series and its occurrences) as a removal of its id followed by its items,
+    so that the parts it no longer has stay removed (see connectors.base). A
+    source removed and written again in the same page is not counted removed.
+    """
+    removed = mark_removed(session, mailbox_id, batch.removed)
     for rejected in batch.rejected:
         report.rejected += 1
         log.warning(
@@ -346,7 +353,7 @@ def apply_batch(
     for item in sorted(batch.items, key=_chronological):
         report.items += 1
         _apply_item(session, mailbox_id, linking, item, report, written_to)
-    report.removed += mark_removed(session, mailbox_id, batch.removed)
+    report.removed += len(removed - {item.provider_id for item in batch.items})
     if written_to and linking.options.create_contacts is ContactPolicy.WRITTEN_TO:
         from mailsync.relink import create_contacts
 

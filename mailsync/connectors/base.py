@@ -9,6 +9,14 @@ cursor cover exactly that page and everything before it.
 A cursor is opaque to the core. ``None`` means "never synced": the connector
 reads the folder from the start (or its back-fill window).
 
+An item that stands for several gives each the provider id
+``<parent>#<suffix>`` (a recurring series: ``<master id>#<original start>``
+for each occurrence). Removing ``<parent>`` removes its parts too, and the
+core applies a page's removals before its items: a connector sends a changed
+parent as a removal of its id followed by all its current items, and the
+parts that are still there come back. Such a part is not an item of the
+mailbox: a connector cannot be asked to write to it.
+
 Optional capabilities, each its own protocol that the core checks with
 ``isinstance``: :class:`CategoryWriter` writes Outlook categories back.
 """

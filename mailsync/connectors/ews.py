@@ -24,11 +24,20 @@ EWS fields, resolved to SMTP with ResolveNames and cached.
 An item that gets the ``Don't track`` category or Sensitivity Private comes
 back as an update, and the core withdraws its links.
 
+The Calendar and Tasks folders (the default ones) are read from EWS fields,
+not MIME: :mod:`mailsync.connectors.ews_items` turns calendar items into
+meetings, a recurring series into its master and its occurrences in the
+back-fill window, and tasks into task items. An updated calendar item comes
+as a removal of its id followed by its current items, so that the
+occurrences it no longer has are marked removed (see
+:mod:`mailsync.connectors.base`). Calendar items are fetched whatever their
+received time: a series made years ago still has occurrences now.
+
 Categories the core asks for are written with UpdateItem
 (:meth:`EwsConnector.write_categories`); the cursor remembers the ChangeKey
 each write gave, so that the write does not come back as a change.
 
-TODO(issue 3): calendar and task folders, pull
+TODO(issue 3): pull
 subscriptions, autodiscover, OAuth and a custom CA bundle.
 """
 
@@ -65,13 +74,26 @@ from exchangelib.errors import (
     ErrorTimeoutExpired,
     UnauthorizedError,
 )
+from exchangelib.fields import FieldPath
 from exchangelib.folders import BaseFolder
 from exchangelib.items import ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.items import Item as EwsItem
+from exchangelib.items import Task as EwsTask
+from exchangelib.items.calendar_item import CalendarItem
 from exchangelib.services import SyncFolderItems, UpdateItem
 
 from mailsync.config import EwsMailbox
 from mailsync.connectors.base import CategoryWrites, role_from_name
+from mailsync.connectors.ews_items import (
+    CALENDAR_FIELDS,
+    EXCEPTION_FIELDS,
+    SENSITIVITY,
+    TASK_FIELDS,
+    CalendarReader,
+    GetItemAsSent,
+    Window,
+    read_task,
+)
 from mailsync.errors import ParseError, TransientError, UserError
 from mailsync.items import (
     ChangeBatch,
@@ -111,7 +133,7 @@ _ADDRESS_FIELDS = (
     ("bcc_recipients", Role.BCC),
     ("reply_to", Role.REPLY_TO),
 )
-_SENSITIVITY = {"Confidential": "company-confidential"}
+_SENSITIVITY = SENSITIVITY
 # Only failures known to pass. exchangelib gives an HTTP 500 as ErrorServerBusy
 # and a dropped connection as ErrorTimeoutExpired; requests' own connection
 # errors are OSErrors. Every other ResponseMessageError is a real answer.
@@ -159,17 +181,20 @@ class EwsConnector:
     # --- folders -----------------------------------------------------------
 
     def folders(self) -> list[Folder]:
-        """Every mail folder under the mailbox's top of information store."""
+        """Every mail folder under the mailbox's top of information store,
+        and the default Calendar and Tasks folders."""
         top = self._call("GetFolder", lambda: self.account.msg_folder_root)
         # The walk loads the well-known folders too, so the roles cost nothing.
         tree = self._call("FindFolder", lambda: list(top.walk()))
         roles = self._well_known_roles()
         found = []
         for ews_folder in tree:
-            if not str(ews_folder.folder_class or "IPF.Note").startswith("IPF.Note"):
-                continue
+            own = roles.get(ews_folder.id)
+            mail = str(ews_folder.folder_class or "IPF.Note").startswith("IPF.Note")
+            if not mail and own not in (FolderRole.CALENDAR, FolderRole.TASKS):
+                continue  # only the default Calendar and Tasks of the others
             name = _path_under(ews_folder, top)
-            role = roles.get(ews_folder.id) or role_from_name(name)
+            role = own or role_from_name(name)
             self._folders[ews_folder.id] = ews_folder
             found.append(Folder(ews_folder.id, name, role))
         return found
@@ -182,6 +207,8 @@ class EwsConnector:
             "junk": FolderRole.JUNK,
             "trash": FolderRole.DELETED,
             "outbox": FolderRole.OUTBOX,
+            "calendar": FolderRole.CALENDAR,
+            "tasks": FolderRole.TASKS,
         }
         roles = {}
         for attribute, role in wanted.items():
@@ -274,7 +301,7 @@ class EwsConnector:
     ) -> ChangeBatch:
         batch = ChangeBatch(folder)
         written = self._written.setdefault(folder.id, {})
-        wanted = []
+        wanted, updated = [], set()
         for change, value in page:
             ours = written.pop(value.id, None) if change != "read_flag_change" else None
             if change == "delete":
@@ -283,10 +310,22 @@ class EwsConnector:
                 continue  # our own category write: nothing new
             elif change in ("create", "update"):
                 received = getattr(value, "datetime_received", None)
-                if received is None or received >= cutoff:
+                if change == "update":
+                    updated.add(value.id)
+                if isinstance(value, CalendarItem):
+                    wanted.append(value)  # the window is the event's, not receipt's
+                elif received is None or received >= cutoff:
                     wanted.append(value)
-        for result, asked in zip(self._fetch(wanted), wanted, strict=True):
+        mail = [v for v in wanted if not isinstance(v, CalendarItem | EwsTask)]
+        for result, asked in zip(self._fetch(mail), mail, strict=True):
             self._read(result, asked, folder, batch)
+        self._read_calendar(
+            [v for v in wanted if isinstance(v, CalendarItem)], folder, batch, updated
+        )
+        tasks = [v for v in wanted if isinstance(v, EwsTask)]
+        fetched = self._fetch_as_sent(tasks, EwsTask, TASK_FIELDS)
+        for result, asked in zip(fetched, tasks, strict=True):
+            self._read(result, asked, folder, batch, lambda r: [read_task(r, folder)])
         batch.cursor = _cursor(state, written)
         return batch
 
@@ -298,8 +337,59 @@ class EwsConnector:
             "GetItem", lambda: list(self.account.fetch(ids, only_fields=FETCH_FIELDS))
         )
 
+    def _fetch_as_sent(
+        self, items: list[Any], model: type[EwsItem], fields: list[str]
+    ) -> list[Any]:
+        """GetItem for calendar items or tasks, with only these fields of the
+        model (a folder would take ``companies`` for a contact's)."""
+        if not items:
+            return []
+        ids = [(i.id, i.changekey) for i in items]
+        paths = {FieldPath(field=model.get_field_by_fieldname(f)) for f in fields}
+        service = GetItemAsSent(account=self.account)
+        return self._call(
+            "GetItem",
+            lambda: list(
+                service.call(items=ids, additional_fields=paths, shape=ID_ONLY)
+            ),
+        )
+
+    def _read_calendar(
+        self, asked: list[Any], folder: Folder, batch: ChangeBatch, updated: set[str]
+    ) -> None:
+        """Calendar items with their occurrences; an updated one replaces all
+        it gave before (a removal of its id comes first, see base)."""
+        results = self._fetch_as_sent(asked, CalendarItem, CALENDAR_FIELDS)
+        window = Window.around(datetime.now(UTC), self.mailbox.backfill_days)
+        reader = CalendarReader(
+            f"mailbox {self.mailbox.address}", window, self._address
+        )
+        masters = [r for r in results if not isinstance(r, Exception)]
+        wanted = [o for r in masters for o in reader.exceptions_wanted(r)]
+        fetched = self._fetch_as_sent(wanted, CalendarItem, EXCEPTION_FIELDS)
+        exceptions = {
+            o.id: r
+            for o, r in zip(wanted, fetched, strict=True)
+            if not isinstance(r, Exception)
+        }
+        for result, item in zip(results, asked, strict=True):
+            self._read(
+                result,
+                item,
+                folder,
+                batch,
+                lambda r: reader.items(r, folder, exceptions),
+                replaces=item.id in updated,
+            )
+
     def _read(
-        self, result: Any, asked: Any, folder: Folder, batch: ChangeBatch
+        self,
+        result: Any,
+        asked: Any,
+        folder: Folder,
+        batch: ChangeBatch,
+        convert: Callable[[Any], list[Item]] | None = None,
+        replaces: bool = False,
     ) -> None:
         if isinstance(result, ErrorItemNotFound):
             return  # moved or deleted since the sync: its delete comes next
@@ -308,11 +398,13 @@ class EwsConnector:
             batch.rejected.append(RejectedItem(asked.id, folder, reason))
             return
         try:
-            item = self._item(result, folder)
+            items = convert(result) if convert else [self._item(result, folder)]
         except ParseError as exc:
             batch.rejected.append(RejectedItem(asked.id, folder, str(exc)))
             return
-        batch.items.append(item)
+        if replaces and items:
+            batch.removed.append(asked.id)
+        batch.items.extend(items)
 
     def _item(self, ews_item: Any, folder: Folder) -> Item:
         mime = getattr(ews_item, "mime_content", None)
@@ -409,17 +501,18 @@ class EwsConnector:
         """
         people = []
         for role, mailbox in _mailboxes(ews_item):
-            name = mailbox.name or ""
-            if not _is_x500(mailbox):
-                people.append(Participant(mailbox.email_address or "", name, role))
-                continue
-            smtp = self._resolve(mailbox.email_address)
+            address, unresolved = self._address(mailbox)
             people.append(
-                Participant(
-                    smtp or mailbox.email_address, name, role, unresolved=smtp is None
-                )
+                Participant(address, mailbox.name or "", role, unresolved=unresolved)
             )
         return people
+
+    def _address(self, mailbox: Any) -> tuple[str, bool]:
+        """An EWS mailbox's SMTP address, and whether it stayed X500."""
+        if not _is_x500(mailbox):
+            return mailbox.email_address or "", False
+        smtp = self._resolve(mailbox.email_address)
+        return smtp or mailbox.email_address, smtp is None
 
     def _resolve(self, legacy_dn: str) -> str | None:
         key = legacy_dn.lower()
@@ -513,7 +606,7 @@ class EwsConnector:
         return [
             f"signed in as {self.mailbox.username} ({self.mailbox.auth}), "
             f"{self.mailbox.access} access",
-            f"{len(folders)} mail folders found",
+            f"{len(folders)} folders found (mail, the Calendar and Tasks)",
             "the Inbox can be synced (SyncFolderItems)",
         ]
 

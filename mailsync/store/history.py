@@ -10,8 +10,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailsync.items import Item, ItemKind
@@ -165,7 +166,9 @@ def _merge_into(session: Session, activity_id: int, plan: ItemPlan) -> bool:
     """Add what this copy knows that the activity does not. True if it changed."""
     changed = _add_keys(session, activity_id, plan.keys)
     meeting = plan.item.meeting
-    replied = meeting is not None and meeting.method == "REPLY"
+    # A reply answers for its sender; a calendar's own copy of the meeting
+    # (no method: the organizer's calendar item) holds every attendee's answer.
+    replied = meeting is not None and meeting.method in ("REPLY", None)
     changed |= _add_participants(session, activity_id, plan.matches, replied)
     changed |= _add_refs(session, activity_id, _refs(plan.item))
     if plan.item.meeting is not None:
@@ -208,8 +211,9 @@ def _add_refs(session: Session, activity_id: int, refs: Sequence[str]) -> bool:
 def _add_participants(
     session: Session, activity_id: int, matches: Iterable[Match], replied: bool
 ) -> bool:
-    """Add new participants. An attendee's response changes only by a reply:
-    the invitation's NEEDS-ACTION must not undo an answer synced before it."""
+    """Add new participants. An attendee's response changes only by a reply
+    (or a calendar's copy), and never back to NEEDS-ACTION: the invitation's
+    NEEDS-ACTION must not undo an answer synced before it."""
     rows = {
         (row.address, row.role): row
         for row in session.scalars(
@@ -226,7 +230,7 @@ def _add_participants(
         elif (
             match.response
             and row.response != match.response
-            and (replied or row.response is None)
+            and (row.response is None or (replied and match.response != "NEEDS-ACTION"))
         ):
             row.response = match.response
             changed = True
@@ -434,26 +438,59 @@ def withdraw_source(session: Session, mailbox_id: int, provider_id: str) -> bool
     return True
 
 
-def mark_removed(session: Session, mailbox_id: int, provider_ids: Sequence[str]) -> int:
-    """Sources gone from the mailbox. Their activities stay in the history."""
-    if not provider_ids:
-        return 0
-    result = session.execute(
-        update(Source)
-        .where(
-            Source.mailbox_id == mailbox_id,
-            Source.provider_id.in_(provider_ids),
-            Source.removed_at.is_(None),
-        )
-        .values(removed_at=now())
-    )
-    session.execute(
-        delete(SkippedItem).where(
-            SkippedItem.mailbox_id == mailbox_id,
-            SkippedItem.provider_id.in_(provider_ids),
-        )
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
+def mark_removed(
+    session: Session, mailbox_id: int, provider_ids: Sequence[str]
+) -> set[str]:
+    """Sources gone from the mailbox, with the parts of each (provider id
+    ``<id>#<suffix>``, see :mod:`mailsync.connectors.base`). Their activities
+    stay in the history. Returns the provider ids that were marked."""
+    marked: set[str] = set()
+    for start in range(0, len(provider_ids), _REMOVE_CHUNK):
+        chunk = provider_ids[start : start + _REMOVE_CHUNK]
+        sources = session.execute(
+            select(Source.id, Source.provider_id).where(
+                Source.mailbox_id == mailbox_id,
+                Source.removed_at.is_(None),
+                _named(Source.provider_id, chunk),
+            )
+        ).all()
+        gone = [(i, p) for i, p in sources if _is_named(p, chunk)]
+        if gone:
+            session.execute(
+                update(Source)
+                .where(Source.id.in_([i for i, _ in gone]))
+                .values(removed_at=now())
+            )
+            marked.update(p for _, p in gone)
+        skipped = session.execute(
+            select(SkippedItem.id, SkippedItem.provider_id).where(
+                SkippedItem.mailbox_id == mailbox_id,
+                _named(SkippedItem.provider_id, chunk),
+            )
+        ).all()
+        ids = [i for i, p in skipped if _is_named(p, chunk)]
+        if ids:
+            session.execute(delete(SkippedItem).where(SkippedItem.id.in_(ids)))
+    return marked
+
+
+_REMOVE_CHUNK = 100  # provider ids a statement: each is an IN entry and a LIKE
+
+
+def _named(column: Any, provider_ids: Sequence[str]) -> Any:
+    """The ids, and the parts of each (a LIKE, narrowed by _is_named)."""
+    parts = (column.startswith(f"{p}#", autoescape=True) for p in provider_ids)
+    return or_(column.in_(provider_ids), *parts)
+
+
+def _is_named(provider_id: str, provider_ids: Sequence[str]) -> bool:
+    """The id or a part of one, exactly: SQLite's LIKE ignores case."""
+    wanted, head = set(provider_ids), provider_id
+    while head not in wanted:
+        if "#" not in head:
+            return False
+        head = head.rsplit("#", 1)[0]
+    return True
 
 
 # --- links -----------------------------------------------------------------

@@ -11,6 +11,8 @@ Words used here, after the EWS reference:
 
 Moving an item gives it a new ItemId (and ChangeKey) in the target folder: the
 source folder logs a delete and the target folder a create, as Exchange does.
+The item keeps its PR_SEARCH_KEY (``search_key``), which the store gives
+every new item and copies with it.
 
 Tests fill a :class:`SimMailbox` directly (``add``, ``update``, ``mark_read``,
 ``move``, ``delete``); exchangelib sees the same state through the simulator.
@@ -93,8 +95,12 @@ class Attendee:
 class Recurrence:
     """A recurrence pattern and range, as in ``t:Recurrence``.
 
-    ``pattern`` is ``Daily``, ``Weekly`` or ``AbsoluteMonthly``; ``end`` or
-    ``count`` bounds the range (neither: no end).
+    ``pattern`` is ``Daily``, ``Weekly``, ``AbsoluteMonthly``,
+    ``RelativeMonthly``, ``AbsoluteYearly`` or ``RelativeYearly``; the
+    relative ones take the first of ``days_of_week`` (or ``Day``, ``Weekday``,
+    ``WeekendDay``) and ``week_index`` (``First`` ... ``Fourth``, ``Last``),
+    the yearly ones ``month`` (``January`` ...). ``end`` or ``count`` bounds
+    the range (neither: no end).
     """
 
     start: date
@@ -102,19 +108,25 @@ class Recurrence:
     interval: int = 1
     days_of_week: tuple[str, ...] = ("Monday",)
     day_of_month: int = 1
+    week_index: str = "First"
+    month: str = "January"
     end: date | None = None
     count: int | None = None
 
 
 @dataclass
 class Occurrence:
-    """A modified occurrence (an exception) of a recurring master."""
+    """A modified occurrence (an exception) of a recurring master; what is
+    left ``None`` is the master's."""
 
     original_start: datetime
     start: datetime
     end: datetime
     subject: str | None = None
     location: str | None = None
+    required: tuple[Attendee, ...] | None = None
+    optional: tuple[Attendee, ...] | None = None
+    is_cancelled: bool = False
     item_id: str = ""
     change_key: str = ""
 
@@ -142,6 +154,7 @@ class SimItem:
     reminder_is_set: bool = False
     reminder_due_by: datetime | None = None
     item_class: str | None = None
+    search_key: bytes = b""
     item_id: str = ""
     change_key: str = ""
     folder_id: str = ""
@@ -225,6 +238,11 @@ class SimMeetingMessage(SimMessage):
     response_type: str = "NoResponseReceived"
     meeting_request_type: str = "NewMeetingRequest"
     associated_calendar_item_id: str | None = None
+    # One occurrence of a series: its original start (RECURRENCE-ID).
+    recurrence_id: datetime | None = None
+    # The zone the text/calendar part writes its times in (a Windows id the
+    # simulator knows, see render.VTIMEZONES), else UTC.
+    timezone: str | None = None
 
     @property
     def element(self) -> str:
@@ -244,7 +262,13 @@ class SimMeetingMessage(SimMessage):
 
 @dataclass(eq=False)
 class SimCalendarItem(SimItem):
-    """An appointment or meeting; a recurring master when ``recurrence`` is set."""
+    """An appointment or meeting; a recurring master when ``recurrence`` is set.
+
+    ``start_timezone`` is the Windows zone id that StartTimeZone and
+    EndTimeZone give (such as ``W. Europe Standard Time``, or
+    ``Customized Time Zone``); ``start`` and ``end`` stay UTC instants.
+    """
+
 
     ELEMENT = "CalendarItem"
     ITEM_CLASS = "IPM.Appointment"
@@ -262,6 +286,7 @@ class SimCalendarItem(SimItem):
     my_response_type: str = "Organizer"
     sequence: int = 0
     legacy_free_busy_status: str = "Busy"
+    start_timezone: str | None = None
     recurrence: Recurrence | None = None
     modified_occurrences: tuple[Occurrence, ...] = ()
     deleted_occurrences: tuple[datetime, ...] = ()
@@ -357,6 +382,10 @@ class IdFactory:
 
     def change_key(self) -> str:
         return self._blob(b"\x0f\x00\x00\x00\x16\x00\x00\x00", 16)
+
+    def search_key(self) -> bytes:
+        """A PR_SEARCH_KEY: 16 bytes, unique, kept by a move or a copy."""
+        return base64.b64decode(self._blob(b"", 16))
 
 
 # ------------------------------------------------------------------ sync
@@ -514,6 +543,7 @@ class SimMailbox:
         item.datetime_received = item.datetime_received or now
         item.datetime_created = item.datetime_created or item.datetime_received
         item.last_modified_time = item.last_modified_time or item.datetime_created
+        item.search_key = item.search_key or self._ids.search_key()
         for occurrence in getattr(item, "modified_occurrences", ()):
             occurrence.item_id = occurrence.item_id or self._ids.item_id()
             occurrence.change_key = occurrence.change_key or self._ids.change_key()

@@ -24,12 +24,22 @@ Known differences from Exchange (each a choice, not an accident):
 - ``SoftDelete`` removes the item as ``HardDelete`` does; there is no
   Recoverable Items content. ``MoveToDeletedItems`` moves to Deleted Items.
 - Not simulated: FindItem, restrictions and sorting, attachments, extended
-  properties (asked-for ones are left out), PermissionSet, body conversion
-  (``BodyType`` in a shape), time zones (every time is UTC; the
-  ``TimeZoneContext`` header is ignored), expansion of recurrences,
-  GetEvents, Subscribe and streaming notifications, NTLM and OAuth.
+  properties other than PR_SEARCH_KEY (asked-for ones are left out),
+  PermissionSet, body conversion (``BodyType`` in a shape), time zones
+  (every time is UTC; the ``TimeZoneContext`` header is ignored),
+  expansion of recurrences, GetEvents, Subscribe and streaming
+  notifications, NTLM and OAuth.
+- PR_SEARCH_KEY (``PropertyTag="0x300b"``) is 16 random bytes given to each
+  new item and kept by a move; Exchange derives its own.
 - Recurring masters carry their modified and deleted occurrences; GetItem
-  finds a modified occurrence by its ItemId (as an Exception item).
+  finds a modified occurrence by its ItemId (as an Exception item), with the
+  master's fields where the occurrence has none of its own.
+- StartTimeZone and EndTimeZone carry the zone's ``Id`` only (no ``Name``,
+  Periods or Transitions); the times themselves stay UTC.
+- A meeting message's text/calendar part writes its times with a TZID and a
+  VTIMEZONE only for the zones in ``render.VTIMEZONES`` (else in UTC); it
+  has no X-MICROSOFT-* properties, no RRULE for a series, and no
+  description.
 - Impersonation is allowed per user (``can_impersonate``) and per mailbox
   (``allow_impersonation``); Exchange's RBAC scopes are not modelled.
 - ResolveNames searches the simulator's directory only (SMTP address, X500
@@ -505,6 +515,9 @@ def _shape(elem: ET.Element, tag: str, default: Iterable[str]) -> list[str]:
         uri = prop.get("FieldURI")
         if uri:
             uris.append(uri)
+        elif local(prop) == "ExtendedFieldURI" and prop.get("PropertyTag"):
+            # A tag property such as PR_SEARCH_KEY: "ext:0x300b" in ITEM_PROPS.
+            uris.append(f"ext:{int(prop.get('PropertyTag', '0'), 16):#06x}")
     return uris
 
 

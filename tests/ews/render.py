@@ -19,6 +19,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import Any
 from xml.etree import ElementTree as ET
+from zoneinfo import ZoneInfo
 
 from tests.ews.mailbox import (
     Address,
@@ -331,6 +332,20 @@ def _pattern(rule: Recurrence) -> ET.Element:
         pattern = t("AbsoluteMonthlyRecurrence")
         pattern.append(t("Interval", str(rule.interval)))
         pattern.append(t("DayOfMonth", str(rule.day_of_month)))
+    elif rule.pattern == "RelativeMonthly":
+        pattern = t("RelativeMonthlyRecurrence")
+        pattern.append(t("Interval", str(rule.interval)))
+        pattern.append(t("DaysOfWeek", rule.days_of_week[0]))
+        pattern.append(t("DayOfWeekIndex", rule.week_index))
+    elif rule.pattern == "AbsoluteYearly":
+        pattern = t("AbsoluteYearlyRecurrence")
+        pattern.append(t("DayOfMonth", str(rule.day_of_month)))
+        pattern.append(t("Month", rule.month))
+    elif rule.pattern == "RelativeYearly":
+        pattern = t("RelativeYearlyRecurrence")
+        pattern.append(t("DaysOfWeek", rule.days_of_week[0]))
+        pattern.append(t("DayOfWeekIndex", rule.week_index))
+        pattern.append(t("Month", rule.month))
     else:
         pattern = t("WeeklyRecurrence")
         pattern.append(t("Interval", str(rule.interval)))
@@ -380,6 +395,28 @@ def _deleted(item: SimItem, ctx: Context) -> ET.Element | None:
         child = t("DeletedOccurrence")
         child.append(t("Start", iso(start)))
         elem.append(child)
+    return elem
+
+
+def _timezone(tag: str) -> Renderer:
+    """StartTimeZone or EndTimeZone: the zone's id only, no Periods."""
+
+    def render(item: SimItem, ctx: Context) -> ET.Element | None:
+        zone = getattr(item, "start_timezone", None)
+        return t(tag, Id=zone) if isinstance(zone, str) else None
+
+    return render
+
+
+SEARCH_KEY_URI = "ext:0x300b"  # PR_SEARCH_KEY, PtypBinary
+
+
+def _search_key(item: SimItem, ctx: Context) -> ET.Element | None:
+    if not item.search_key:
+        return None
+    elem = t("ExtendedProperty")
+    elem.append(t("ExtendedFieldURI", PropertyTag="0x300b", PropertyType="Binary"))
+    elem.append(t("Value", base64.b64encode(item.search_key).decode("ascii")))
     return elem
 
 
@@ -448,6 +485,7 @@ ITEM_PROPS: dict[str, Prop] = {
         Prop("item:DisplayCc", _display("cc", "DisplayCc")),
         Prop("item:DisplayTo", _display("to", "DisplayTo")),
         Prop("item:HasAttachments", _const("HasAttachments", "false", SimItem)),
+        Prop(SEARCH_KEY_URI, _search_key, summary=False),
         Prop("item:Culture", _const("Culture", "en-US", SimItem)),
         Prop("item:LastModifiedTime", _time("LastModifiedTime", "last_modified_time")),
         Prop("item:IsAssociated", _const("IsAssociated", "false", SimItem)),
@@ -522,6 +560,8 @@ ITEM_PROPS: dict[str, Prop] = {
         Prop("calendar:Recurrence", _recurrence, summary=False),
         Prop("calendar:ModifiedOccurrences", _modified, summary=False),
         Prop("calendar:DeletedOccurrences", _deleted, summary=False),
+        Prop("calendar:StartTimeZone", _timezone("StartTimeZone"), summary=False),
+        Prop("calendar:EndTimeZone", _timezone("EndTimeZone"), summary=False),
         Prop("task:CompleteDate", _time("CompleteDate", "complete_date")),
         Prop("task:Companies", _strings("Companies", "companies"), summary=False),
         Prop("task:Contacts", _strings("Contacts", "contacts"), summary=False),
@@ -584,8 +624,11 @@ def render_occurrence(
         end=occurrence.end,
         location=occurrence.location or master.location,
         organizer=master.organizer,
-        required=master.required,
-        optional=master.optional,
+        required=_either(occurrence.required, master.required),
+        optional=_either(occurrence.optional, master.optional),
+        is_cancelled=occurrence.is_cancelled,
+        is_all_day=master.is_all_day,
+        start_timezone=master.start_timezone,
         item_id=occurrence.item_id,
         change_key=occurrence.change_key,
         folder_id=master.folder_id,
@@ -597,6 +640,10 @@ def render_occurrence(
     if "calendar:OriginalStart" in set(uris):
         elem.append(t("OriginalStart", iso(occurrence.original_start)))
     return elem
+
+
+def _either(own: tuple[Attendee, ...] | None, master: tuple[Attendee, ...]) -> Any:
+    return master if own is None else own
 
 
 # ------------------------------------------------------------------ folders
@@ -746,28 +793,72 @@ def _ics_method(item: SimMeetingMessage) -> str:
     }[item.kind]
 
 
+# The VTIMEZONEs the simulator writes into a text/calendar part, by Windows id,
+# with the IANA zone that gives the local times: Exchange's shape (see
+# Exchange-made calendars such as the icalendar project's test files).
+VTIMEZONES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "W. Europe Standard Time": (
+        "Europe/Berlin",
+        (
+            "BEGIN:VTIMEZONE",
+            "TZID:W. Europe Standard Time",
+            "BEGIN:STANDARD",
+            "DTSTART:16010101T030000",
+            "TZOFFSETFROM:+0200",
+            "TZOFFSETTO:+0100",
+            "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10",
+            "END:STANDARD",
+            "BEGIN:DAYLIGHT",
+            "DTSTART:16010101T020000",
+            "TZOFFSETFROM:+0100",
+            "TZOFFSETTO:+0200",
+            "RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3",
+            "END:DAYLIGHT",
+            "END:VTIMEZONE",
+        ),
+    ),
+}
+
+
 def _ics(item: SimMeetingMessage, resolve: Resolver) -> str:
+    zone = VTIMEZONES.get(item.timezone or "")
     lines = [
         "BEGIN:VCALENDAR",
+        f"METHOD:{_ics_method(item)}",
         "PRODID:Microsoft Exchange Server 2016",
         "VERSION:2.0",
-        f"METHOD:{_ics_method(item)}",
+        *(zone[1] if zone else ()),
         "BEGIN:VEVENT",
-        f"UID:{item.uid}",
-        f"SEQUENCE:{item.sequence}",
-        f"SUMMARY:{item.subject}",
     ]
-    if item.start and item.end:
-        lines.append("DTSTART:" + _ics_time(item.start))
-        lines.append("DTEND:" + _ics_time(item.end))
-    if item.location:
-        lines.append(f"LOCATION:{item.location}")
     if item.organizer:
         lines.append("ORGANIZER:mailto:" + smtp_of(item.organizer, resolve).email)
     lines.extend(_ics_attendees(item, resolve))
+    lines += [f"UID:{item.uid}", f"SUMMARY:{item.subject}"]
+    for name, value in (
+        ("RECURRENCE-ID", item.recurrence_id),
+        ("DTSTART", item.start),
+        ("DTEND", item.end),
+    ):
+        if value is not None:
+            lines.append(_ics_when(name, value, item.timezone if zone else None))
     status = "CANCELLED" if item.kind is MeetingKind.CANCELLATION else "CONFIRMED"
-    lines += [f"STATUS:{status}", "END:VEVENT", "END:VCALENDAR", ""]
+    lines += [f"STATUS:{status}", f"SEQUENCE:{item.sequence}"]
+    stamp = item.datetime_sent or item.datetime_received
+    if stamp is not None:
+        lines.append("DTSTAMP:" + _ics_time(stamp))
+    if item.location:
+        lines.append(f"LOCATION:{item.location}")
+    lines += ["END:VEVENT", "END:VCALENDAR", ""]
     return "\r\n".join(lines)
+
+
+def _ics_when(name: str, value: datetime, zone: str | None) -> str:
+    """``DTSTART;TZID="W. Europe Standard Time":20260309T090000``, as Exchange
+    writes times, or a UTC time when the simulator knows no zone for it."""
+    if zone is None:
+        return f"{name}:{_ics_time(value)}"
+    local = value.astimezone(ZoneInfo(VTIMEZONES[zone][0]))
+    return f'{name};TZID="{zone}":{local.strftime("%Y%m%dT%H%M%S")}'
 
 
 def _ics_attendees(item: SimMeetingMessage, resolve: Resolver) -> list[str]:
