@@ -28,6 +28,12 @@ Calendar items
     :mod:`mailsync.calendar` makes of the RECURRENCE-ID of a cancellation or
     a reply by mail, so both reach the same activity.
 
+    Known shortcoming: the window is the one of the sync that read the
+    master. An endless series read once yields the occurrences of the year
+    ahead; later ones come when the master next changes, or when the folder
+    is synced over from nothing. TODO(issue 3): read masters again before
+    their look-ahead runs out.
+
 Time zones
     Times are instants (UTC). A series is expanded in the wall time of its
     StartTimeZone when exchangelib knows that zone, so 09:00 stays 09:00
