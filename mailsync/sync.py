@@ -31,7 +31,12 @@ from mailsync.config import (
     MailboxConfig,
 )
 from mailsync.connectors import open_connector
-from mailsync.connectors.base import Connector, folder_key, role_from_name
+from mailsync.connectors.base import (
+    ChangeChecker,
+    Connector,
+    folder_key,
+    role_from_name,
+)
 from mailsync.errors import TransientError, UserError
 from mailsync.identity import identity_keys
 from mailsync.items import ChangeBatch, Folder, FolderRole, Item, Role
@@ -236,8 +241,13 @@ def sync_mailbox(
     config: Config,
     mailbox: MailboxConfig,
     connector: Connector | None = None,
+    only: set[str] | None = None,
 ) -> CycleReport:
-    """One sync cycle of one mailbox: every wanted folder, page by page."""
+    """One sync cycle of one mailbox: every wanted folder, page by page.
+
+    ``only`` limits the cycle to the wanted folders with those ids (what a
+    change check named, see :func:`check_and_sync`).
+    """
     started = time.monotonic()
     report = CycleReport(mailbox=mailbox.address)
     with transaction(factory) as session:
@@ -249,7 +259,7 @@ def sync_mailbox(
     source = connector or open_connector(mailbox)
     try:
         for folder in source.folders():
-            if folder_wanted(folder, mailbox):
+            if folder_wanted(folder, mailbox) and (only is None or folder.id in only):
                 report.folders += 1
                 _sync_folder_safely(
                     factory, source, folder, mailbox_id, linking, report
@@ -262,6 +272,49 @@ def sync_mailbox(
         report.duration = time.monotonic() - started
         _save_status(factory, mailbox_id, report)
     log.info(report.log_line(), *report.log_args())
+    return report
+
+
+def check_and_sync(
+    factory: sessionmaker[Session],
+    config: Config,
+    mailbox: MailboxConfig,
+    connector: Connector | None = None,
+) -> CycleReport:
+    """A cheap change check, then a cycle of only the folders that changed.
+
+    The check's state (an EWS pull subscription) is kept in the cursors
+    table under :data:`SUBSCRIPTION_SCOPE`. When the connector cannot tell
+    (no state yet, a lapsed subscription), every folder is synced; a
+    connector with no change check (local files) always syncs every folder.
+    The new state is saved only after the folders it named were synced
+    without error, so a crash or a failed folder checks again from the old
+    state and nothing is missed. When nothing changed, no cycle runs and
+    the report counts no folder.
+    """
+    source = connector or open_connector(mailbox)
+    if not isinstance(source, ChangeChecker):
+        return sync_mailbox(factory, config, mailbox, source)
+    with transaction(factory) as session:
+        mailbox_id = ensure_mailbox(
+            session, mailbox.address, mailbox.rep, mailbox.kind
+        ).id
+        state = read_cursor(session, mailbox_id, SUBSCRIPTION_SCOPE)
+    try:
+        changed, new_state = source.changed_folders(state)
+    except BaseException:
+        source.close()
+        raise
+
+    if changed is not None and not changed:
+        source.close()
+        log.debug("mailbox %s: no folder changed", mailbox.address)
+        report = CycleReport(mailbox=mailbox.address)
+    else:
+        report = sync_mailbox(factory, config, mailbox, source, only=changed)
+    if report.error is None:
+        with transaction(factory) as session:
+            save_cursor(session, mailbox_id, SUBSCRIPTION_SCOPE, new_state)
     return report
 
 
@@ -448,6 +501,10 @@ def _chronological(item: Item) -> tuple[int, datetime | str]:
 
 
 # --- cursors and status ----------------------------------------------------
+
+# The change check's state, beside the folders' cursors. The "@" keeps it
+# apart from every folder id (a local folder may well be called subscription).
+SUBSCRIPTION_SCOPE = "@subscription"
 
 
 def read_cursor(session: Session, mailbox_id: int, scope: str) -> str | None:

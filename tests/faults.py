@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from mailsync.connectors.base import Connector
 from mailsync.items import ChangeBatch, Folder
@@ -30,3 +31,8 @@ class CrashAfter:
 
     def close(self) -> None:
         self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # The inner connector's optional capabilities (a change check,
+        # category writes) are this one's: a crash is injected only in pages.
+        return getattr(self.inner, name)

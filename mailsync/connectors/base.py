@@ -18,7 +18,8 @@ parts that are still there come back. Such a part is not an item of the
 mailbox: a connector cannot be asked to write to it.
 
 Optional capabilities, each its own protocol that the core checks with
-``isinstance``: :class:`CategoryWriter` writes Outlook categories back.
+``isinstance``: :class:`CategoryWriter` writes Outlook categories back;
+:class:`ChangeChecker` tells cheaply which folders changed.
 """
 
 from __future__ import annotations
@@ -76,6 +77,23 @@ class CategoryWriter(Protocol):
         it committed a page of ``changes(folder, ...)`` and before it asks for
         the next page; the connector makes the next cursor it yields remember
         the writes, so that they do not come back as changes.
+        """
+        ...
+
+
+@runtime_checkable
+class ChangeChecker(Protocol):
+    """A connector that can tell which folders changed, more cheaply than a
+    sync of every folder (an EWS pull subscription, say)."""
+
+    def changed_folders(self, state: str | None) -> tuple[set[str] | None, str]:
+        """The ids of the folders that changed since ``state``, and the new state.
+
+        ``state`` is opaque, what the last call gave; ``None`` the first time.
+        The folders are ``None`` when the connector cannot tell (no state yet,
+        or it lapsed and was renewed in the new state): sync every folder.
+        The core saves the new state only after those folders were synced,
+        so that a crash checks again from the old one.
         """
         ...
 

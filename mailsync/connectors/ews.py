@@ -37,8 +37,12 @@ Categories the core asks for are written with UpdateItem
 (:meth:`EwsConnector.write_categories`); the cursor remembers the ChangeKey
 each write gave, so that the write does not come back as a change.
 
-TODO(issue 3): pull
-subscriptions, autodiscover, OAuth and a custom CA bundle.
+A pull subscription on all the mailbox's folders is the cheap check between
+syncs (:meth:`EwsConnector.changed_folders`): one GetEvents names the
+folders that changed. A subscription that lapsed (idle past its timeout, or
+forgotten by a restarted server) is renewed, and every folder is synced.
+
+TODO(issue 3): autodiscover, OAuth and a custom CA bundle.
 """
 
 from __future__ import annotations
@@ -63,14 +67,18 @@ from exchangelib import (
 )
 from exchangelib.errors import (
     ErrorAccessDenied,
+    ErrorExpiredSubscription,
     ErrorImpersonateUserDenied,
     ErrorImpersonationDenied,
     ErrorInternalServerTransientError,
+    ErrorInvalidSubscription,
     ErrorInvalidSyncStateData,
+    ErrorInvalidWatermark,
     ErrorIrresolvableConflict,
     ErrorItemNotFound,
     ErrorNonExistentMailbox,
     ErrorServerBusy,
+    ErrorSubscriptionNotFound,
     ErrorTimeoutExpired,
     UnauthorizedError,
 )
@@ -80,7 +88,12 @@ from exchangelib.items import ID_ONLY, NEVER_OVERWRITE, SAVE_ONLY, SEND_TO_NONE
 from exchangelib.items import Item as EwsItem
 from exchangelib.items import Task as EwsTask
 from exchangelib.items.calendar_item import CalendarItem
-from exchangelib.services import SyncFolderItems, UpdateItem
+from exchangelib.services import (
+    GetEvents,
+    SubscribeToPull,
+    SyncFolderItems,
+    UpdateItem,
+)
 
 from mailsync.config import EwsMailbox
 from mailsync.connectors.base import CategoryWrites, role_from_name
@@ -426,6 +439,59 @@ class EwsConnector:
             ]
         return item
 
+    # --- change check ------------------------------------------------------
+
+    def changed_folders(self, state: str | None) -> tuple[set[str] | None, str]:
+        """The folder ids that changed since ``state``, and the state after.
+
+        ``state`` is ``{"id": subscription id, "watermark": ...}`` from the
+        last call. GetEvents from its watermark names the folders of the
+        events since (one request, more only while the server has MoreEvents).
+        With no state, or when the subscription lapsed, a new subscription is
+        made and the folders are ``None``: sync every folder, which catches
+        whatever happened meanwhile.
+        """
+        if state:
+            saved = json.loads(state)
+            try:
+                changed, watermark = self._call(
+                    "GetEvents", lambda: self._events(saved["id"], saved["watermark"])
+                )
+            except _LAPSED as exc:
+                log.info(
+                    "mailbox %s: the pull subscription lapsed (%s); subscribing "
+                    "anew and syncing every folder",
+                    self.mailbox.address,
+                    type(exc).__name__,
+                )
+            else:
+                return changed, _subscription(saved["id"], watermark)
+        subscription_id, watermark = self._call("Subscribe", self._subscribe)
+        return None, _subscription(subscription_id, watermark)
+
+    def _subscribe(self) -> tuple[str, str]:
+        service = SubscribeToPull(account=self.account)
+        found: tuple[str, str] = service.get(
+            folders=None,  # SubscribeToAllFolders: new folders are covered too
+            event_types=_EVENT_TYPES,
+            watermark=None,
+            timeout=SUBSCRIPTION_TIMEOUT,
+        )
+        return found
+
+    def _events(self, subscription_id: str, watermark: str) -> tuple[set[str], str]:
+        service = GetEvents(account=self.account)
+        changed: set[str] = set()
+        while True:
+            notification = service.get(
+                subscription_id=subscription_id, watermark=watermark
+            )
+            for event in notification.events:
+                changed |= _event_folders(event)
+                watermark = event.watermark or watermark
+            if not notification.more_events:
+                return changed, watermark
+
     # --- categories --------------------------------------------------------
 
     def write_categories(
@@ -617,6 +683,42 @@ class EwsConnector:
 
 
 _WRITE_CHUNK = 100  # items per UpdateItem request, as exchangelib chunks
+
+# Minutes a pull subscription lives without a GetEvents (1 to 1440): a check
+# every minute keeps it; a service stopped for longer gets a full sync.
+SUBSCRIPTION_TIMEOUT = 30
+_EVENT_TYPES = (
+    "CopiedEvent",
+    "CreatedEvent",
+    "DeletedEvent",
+    "ModifiedEvent",
+    "MovedEvent",
+    "NewMailEvent",
+)
+# What GetEvents answers for a subscription that is gone: make a new one.
+_LAPSED = (
+    ErrorExpiredSubscription,
+    ErrorSubscriptionNotFound,
+    ErrorInvalidSubscription,
+    ErrorInvalidWatermark,
+)
+
+
+def _subscription(subscription_id: str, watermark: str) -> str:
+    return json.dumps({"id": subscription_id, "watermark": watermark})
+
+
+def _event_folders(event: Any) -> set[str]:
+    """The folders an event changed: an item's folder (and the one it left),
+    or a folder itself. A StatusEvent changes none."""
+    if getattr(event, "folder_id", None) is not None:
+        return {event.folder_id.id}
+    found = set()
+    for name in ("parent_folder_id", "old_parent_folder_id"):
+        folder = getattr(event, name, None)
+        if folder is not None and folder.id:
+            found.add(folder.id)
+    return found
 
 
 class _UpdateCategories(UpdateItem):

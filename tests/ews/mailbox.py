@@ -16,6 +16,14 @@ every new item and copies with it.
 
 Tests fill a :class:`SimMailbox` directly (``add``, ``update``, ``mark_read``,
 ``move``, ``delete``); exchangelib sees the same state through the simulator.
+
+- **events table**: the mailbox also records every change as an event, as
+  Exchange's mailbox events table does: Created, Modified (of the item, and
+  of its folder with its UnreadCount), Deleted, Moved (one event, with the
+  old ItemId and folder) and NewMail for a delivered message. A pull
+  subscription (:meth:`SimMailbox.subscribe`) reads it from a watermark, a
+  position in that table. A subscription idle for longer than its timeout on
+  the mailbox's :class:`SimClock` has expired; ``clock.advance`` moves time.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import itertools
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from email.utils import getaddresses, parsedate_to_datetime
 from enum import StrEnum
 from typing import Any
@@ -383,6 +391,9 @@ class IdFactory:
     def change_key(self) -> str:
         return self._blob(b"\x0f\x00\x00\x00\x16\x00\x00\x00", 16)
 
+    def subscription_id(self) -> str:
+        return self._blob(b"\x1b\x00SIMSUB", 24)
+
     def search_key(self) -> bytes:
         """A PR_SEARCH_KEY: 16 bytes, unique, kept by a move or a copy."""
         return base64.b64decode(self._blob(b"", 16))
@@ -409,6 +420,77 @@ class SyncPage:
     known: Known
 
 
+# ----------------------------------------------------------- notifications
+
+
+class EventKind(StrEnum):
+    """The event types of a subscription, by their EWS element names."""
+
+    CREATED = "CreatedEvent"
+    DELETED = "DeletedEvent"
+    MODIFIED = "ModifiedEvent"
+    MOVED = "MovedEvent"
+    COPIED = "CopiedEvent"
+    NEW_MAIL = "NewMailEvent"
+
+
+@dataclass(frozen=True)
+class SimEvent:
+    """One row of the events table. ``position`` is its place in the table
+    (a watermark names the position after the last event a client has);
+    ``folder_id`` is set for a folder's own event, ``item_id`` otherwise."""
+
+    position: int
+    kind: EventKind
+    timestamp: datetime
+    parent_folder_id: str
+    item_id: str | None = None
+    change_key: str | None = None
+    folder_id: str | None = None
+    old_item_id: str | None = None
+    old_parent_folder_id: str | None = None
+    unread_count: int | None = None
+
+    def folders(self) -> set[str]:
+        found = {self.parent_folder_id, self.folder_id, self.old_parent_folder_id}
+        return {f for f in found if f}
+
+
+@dataclass
+class SimSubscription:
+    """A pull subscription: which folders (``None``: all) and event types,
+    where it started, and when a client last asked for its events."""
+
+    subscription_id: str
+    folder_ids: frozenset[str] | None
+    event_types: frozenset[str]
+    timeout: timedelta
+    start: int
+    last_used: datetime
+
+    def wants(self, event: SimEvent) -> bool:
+        if event.kind not in self.event_types:
+            return False
+        return self.folder_ids is None or bool(event.folders() & self.folder_ids)
+
+    def expired(self, now: datetime) -> bool:
+        return now - self.last_used > self.timeout
+
+
+class SimClock:
+    """The simulator's time: the real clock, moved on by :meth:`advance`."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        """Move time on, as ``timedelta(**delta)`` (``minutes=31``)."""
+        self.offset += timedelta(**delta)
+
+
 # ------------------------------------------------------------------ mailbox
 
 
@@ -423,6 +505,7 @@ class SimMailbox:
         ids: IdFactory | None = None,
         lock: threading.RLock | None = None,
         legacy_dn: str | None = None,
+        clock: SimClock | None = None,
     ) -> None:
         self.smtp = smtp
         self.name = name or smtp.split("@")[0]
@@ -433,6 +516,10 @@ class SimMailbox:
         self.invalid_sync_states: set[str] = set()
         self.sync_epoch = 1
         self.sync_snapshots: dict[int, Known] = {}
+        self.clock = clock or SimClock()
+        self.events: list[SimEvent] = []
+        self.subscriptions: dict[str, SimSubscription] = {}
+        self._moving = False
         self._ids = ids or IdFactory(smtp)
         self._lock = lock or threading.RLock()
         self.folders: dict[str, SimFolder] = {}
@@ -527,6 +614,9 @@ class SimMailbox:
         with self._lock:
             target = self.folder(folder)
             self._place(item, target)
+            delivered = {self.folder(f).folder_id for f in ("sentitems", "drafts")}
+            if isinstance(item, SimMessage) and target.folder_id not in delivered:
+                self._event(EventKind.NEW_MAIL, target, item.item_id)
             return item
 
     def add_many(
@@ -588,9 +678,23 @@ class SimMailbox:
         with self._lock:
             item = self.get(item_or_id)
             target = self.folder(folder)
-            self._remove(item)
-            moved = replace(item, item_id="", change_key="", folder_id="")
-            self._place(moved, target)
+            source = self.folders[item.folder_id]
+            self._moving = True  # one MovedEvent, not a Deleted and a Created
+            try:
+                self._remove(item)
+                moved = replace(item, item_id="", change_key="", folder_id="")
+                self._place(moved, target)
+            finally:
+                self._moving = False
+            self._event(
+                EventKind.MOVED,
+                target,
+                moved.item_id,
+                old_item_id=item.item_id,
+                old_parent_folder_id=source.folder_id,
+            )
+            self._folder_modified(source)
+            self._folder_modified(target)
             return moved
 
     def delete(
@@ -625,6 +729,76 @@ class SimMailbox:
 
     def _log(self, folder: SimFolder, item_id: str, kind: ChangeKind) -> None:
         folder.log.append((item_id, kind))
+        if not self._moving:
+            self._event(_EVENT_OF[kind], folder, item_id)
+            self._folder_modified(folder)
+
+    # ------------------------------------------------------- notifications
+
+    def _event(
+        self, kind: EventKind, folder: SimFolder, item_id: str, **more: Any
+    ) -> None:
+        item = self.items.get(item_id)
+        self.events.append(
+            SimEvent(
+                position=len(self.events) + 1,
+                kind=kind,
+                timestamp=self.clock.now(),
+                parent_folder_id=folder.folder_id,
+                item_id=item_id,
+                change_key=item.change_key if item else None,
+                **more,
+            )
+        )
+
+    def _folder_modified(self, folder: SimFolder) -> None:
+        unread = sum(
+            1 for i in self.folder_items(folder) if not getattr(i, "is_read", True)
+        )
+        self.events.append(
+            SimEvent(
+                position=len(self.events) + 1,
+                kind=EventKind.MODIFIED,
+                timestamp=self.clock.now(),
+                parent_folder_id=folder.parent_id or folder.folder_id,
+                folder_id=folder.folder_id,
+                unread_count=unread,
+            )
+        )
+
+    def subscribe(
+        self,
+        folder_ids: set[str] | None,
+        event_types: set[str],
+        timeout_minutes: int,
+        start: int | None = None,
+    ) -> SimSubscription:
+        """A new pull subscription, reading from ``start`` (default: now)."""
+        with self._lock:
+            subscription = SimSubscription(
+                subscription_id=self._ids.subscription_id(),
+                folder_ids=frozenset(folder_ids) if folder_ids is not None else None,
+                event_types=frozenset(event_types),
+                timeout=timedelta(minutes=timeout_minutes),
+                start=len(self.events) if start is None else start,
+                last_used=self.clock.now(),
+            )
+            self.subscriptions[subscription.subscription_id] = subscription
+            return subscription
+
+    def pending_events(
+        self, subscription: SimSubscription, after: int, limit: int
+    ) -> tuple[list[SimEvent], bool]:
+        """The subscription's events after position ``after``, at most
+        ``limit``, and whether more are waiting."""
+        with self._lock:
+            wanted = [e for e in self.events[after:] if subscription.wants(e)]
+            return wanted[:limit], len(wanted) > limit
+
+    def drop_subscriptions(self) -> None:
+        """Forget every subscription, as a restarted Client Access server does."""
+        with self._lock:
+            self.subscriptions.clear()
 
     def reset_sync_states(self) -> None:
         """Make every sync state handed out so far invalid (a mailbox move)."""
@@ -688,6 +862,14 @@ class SimMailbox:
         if was_read != is_read:
             return Change(ChangeKind.READ_FLAG, item_id, item, is_read=is_read)
         return None
+
+
+_EVENT_OF = {
+    ChangeKind.CREATE: EventKind.CREATED,
+    ChangeKind.UPDATE: EventKind.MODIFIED,
+    ChangeKind.READ_FLAG: EventKind.MODIFIED,
+    ChangeKind.DELETE: EventKind.DELETED,
+}
 
 
 def _learn(seen: Known, change: Change) -> None:

@@ -27,8 +27,8 @@ Known differences from Exchange (each a choice, not an accident):
   properties other than PR_SEARCH_KEY (asked-for ones are left out),
   PermissionSet, body conversion (``BodyType`` in a shape), time zones
   (every time is UTC; the ``TimeZoneContext`` header is ignored),
-  expansion of recurrences, GetEvents, Subscribe and streaming
-  notifications, NTLM and OAuth.
+  expansion of recurrences, push and streaming notifications,
+  NTLM and OAuth.
 - PR_SEARCH_KEY (``PropertyTag="0x300b"``) is 16 random bytes given to each
   new item and kept by a move; Exchange derives its own.
 - Recurring masters carry their modified and deleted occurrences; GetItem
@@ -40,6 +40,15 @@ Known differences from Exchange (each a choice, not an accident):
   VTIMEZONE only for the zones in ``render.VTIMEZONES`` (else in UTC); it
   has no X-MICROSOFT-* properties, no RRULE for a series, and no
   description.
+- Pull notifications: Subscribe (to given folders or to all folders),
+  GetEvents and Unsubscribe. The events come from the mailbox's events
+  table (see :mod:`tests.ews.mailbox`); at most 50 a GetEvents, then
+  MoreEvents. With no event the answer is one StatusEvent. An older
+  watermark of the subscription reads its events again. A subscription
+  idle longer than its Timeout answers ErrorExpiredSubscription, an unknown
+  one (``drop_subscriptions``, a restart) ErrorSubscriptionNotFound.
+  CopiedEvent, FreeBusyChangedEvent, folder create/delete events and
+  server affinity (``X-BackEndOverrideCookie``) are not simulated.
 - Impersonation is allowed per user (``can_impersonate``) and per mailbox
   (``allow_impersonation``); Exchange's RBAC scopes are not modelled.
 - ResolveNames searches the simulator's directory only (SMTP address, X500
@@ -62,10 +71,12 @@ from tests.ews.mailbox import (
     Change,
     ChangeKind,
     Known,
+    SimEvent,
     SimFolder,
     SimItem,
     SimMailbox,
     SimMessage,
+    SimSubscription,
 )
 from tests.ews.render import (
     DEFAULT_SHAPE,
@@ -74,6 +85,7 @@ from tests.ews.render import (
     Context,
     attr_for_uri,
     build_item,
+    iso,
     local,
     m,
     mailbox_elem,
@@ -192,6 +204,9 @@ class Operations:
             "UpdateItem": self.update_item,
             "MoveItem": self.move_item,
             "DeleteItem": self.delete_item,
+            "Subscribe": self.subscribe,
+            "GetEvents": self.get_events,
+            "Unsubscribe": self.unsubscribe,
         }
 
     def handle(self, request: Request) -> ET.Element:
@@ -456,6 +471,71 @@ class Operations:
             messages.append(success(op))
         return response(op, messages)
 
+    # -------------------------------------------------------- notifications
+
+    def subscribe(self, request: Request) -> ET.Element:
+        op, mailbox = request.operation, _need_mailbox(request)
+        pull = _child(request.element, "PullSubscriptionRequest")
+        if pull is None:
+            raise SoapFault(
+                "ErrorInvalidRequest",
+                "The EWS simulator answers pull subscriptions only.",
+            )
+        folders: set[str] | None = None
+        if pull.get("SubscribeToAllFolders", "false").lower() != "true":
+            folders = set()
+            for ref in _children(_child(pull, "FolderIds")):
+                folder = _folder_from_ref(mailbox, ref)
+                if folder is None:
+                    return response(op, [_folder_not_found(op)])
+                folders.add(folder.folder_id)
+        types = {(e.text or "").strip() for e in _children(_child(pull, "EventTypes"))}
+        timeout = int(_text(pull, "Timeout") or "0")
+        if not types or not 1 <= timeout <= 1440:
+            raise SoapFault(
+                "ErrorSchemaValidation",
+                "A pull subscription needs EventTypes and a Timeout of 1 to 1440.",
+            )
+        start = None
+        if _text(pull, "Watermark"):
+            start = _watermark(_text(pull, "Watermark"), mailbox)
+            if start is None:
+                return response(op, [_bad_watermark(op)])
+        made = mailbox.subscribe(folders, types, timeout, start)
+        watermark = m("Watermark", _encode_watermark(made.start))
+        return response(
+            op, [success(op, m("SubscriptionId", made.subscription_id), watermark)]
+        )
+
+    def get_events(self, request: Request) -> ET.Element:
+        op, mailbox = request.operation, _need_mailbox(request)
+        found = _subscription(op, mailbox, _text(request.element, "SubscriptionId"))
+        if isinstance(found, ET.Element):
+            return response(op, [found])
+        after = _watermark(_text(request.element, "Watermark"), mailbox)
+        if after is None or after < found.start:
+            return response(op, [_bad_watermark(op)])
+        found.last_used = mailbox.clock.now()  # a GetEvents resets the timeout
+        events, more = mailbox.pending_events(found, after, EVENTS_PER_NOTIFICATION)
+        notification = m("Notification")
+        notification.append(t("SubscriptionId", found.subscription_id))
+        notification.append(t("PreviousWatermark", _encode_watermark(after)))
+        notification.append(t("MoreEvents", "true" if more else "false"))
+        if not events:
+            status = t("StatusEvent")
+            status.append(t("Watermark", _encode_watermark(len(mailbox.events))))
+            notification.append(status)
+        notification.extend(_event_elem(event, mailbox) for event in events)
+        return response(op, [success(op, notification)])
+
+    def unsubscribe(self, request: Request) -> ET.Element:
+        op, mailbox = request.operation, _need_mailbox(request)
+        found = _subscription(op, mailbox, _text(request.element, "SubscriptionId"))
+        if isinstance(found, ET.Element):
+            return response(op, [found])
+        del mailbox.subscriptions[found.subscription_id]
+        return response(op, [success(op)])
+
     # ----------------------------------------------------------- directory
 
     def resolve_names(self, request: Request) -> ET.Element:
@@ -577,6 +657,70 @@ def _change_elem(change: Change, uris: list[str], ctx: Context) -> ET.Element:
         return elem
     elem = t("Create" if change.kind is ChangeKind.CREATE else "Update")
     elem.append(render_item(change.item, uris, ctx, summary=True))
+    return elem
+
+
+# ----------------------------------------------------------- notifications
+
+EVENTS_PER_NOTIFICATION = 50
+
+
+def _subscription(
+    op: str, mailbox: SimMailbox, subscription_id: str | None
+) -> SimSubscription | ET.Element:
+    """The subscription a request names, or the error message to answer."""
+    found = mailbox.subscriptions.get(subscription_id or "")
+    if found is None:
+        text = "The specified subscription was not found."
+        return error(op, "ErrorSubscriptionNotFound", text)
+    if found.expired(mailbox.clock.now()):
+        return error(op, "ErrorExpiredSubscription", "The subscription has expired.")
+    return found
+
+
+def _bad_watermark(op: str) -> ET.Element:
+    return error(op, "ErrorInvalidWatermark", "The watermark is invalid.")
+
+
+def _encode_watermark(position: int) -> str:
+    return base64.b64encode(f"SIMWM:{position:012d}".encode()).decode("ascii")
+
+
+def _watermark(text: str | None, mailbox: SimMailbox) -> int | None:
+    """The events-table position a watermark names, or None if it names none."""
+    try:
+        decoded = base64.b64decode(text or "", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    prefix, _, number = decoded.partition(":")
+    if prefix != "SIMWM" or not number.isdigit():
+        return None
+    position = int(number)
+    return position if position <= len(mailbox.events) else None
+
+
+def _event_elem(event: SimEvent, mailbox: SimMailbox) -> ET.Element:
+    def folder_ref(tag: str, folder_id: str) -> ET.Element:
+        folder = mailbox.folders.get(folder_id)
+        return t(tag, Id=folder_id, ChangeKey=folder.change_key if folder else "")
+
+    elem = t(str(event.kind))
+    elem.append(t("Watermark", _encode_watermark(event.position)))
+    elem.append(t("TimeStamp", iso(event.timestamp)))
+    if event.folder_id is not None:
+        elem.append(folder_ref("FolderId", event.folder_id))
+    else:
+        item_ref = {"Id": event.item_id or ""}
+        if event.change_key:
+            item_ref["ChangeKey"] = event.change_key
+        elem.append(t("ItemId", **item_ref))
+    elem.append(folder_ref("ParentFolderId", event.parent_folder_id))
+    if event.old_item_id is not None:
+        elem.append(t("OldItemId", Id=event.old_item_id))
+    if event.old_parent_folder_id is not None:
+        elem.append(folder_ref("OldParentFolderId", event.old_parent_folder_id))
+    if event.unread_count is not None:
+        elem.append(t("UnreadCount", str(event.unread_count)))
     return elem
 
 

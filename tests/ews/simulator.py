@@ -3,8 +3,10 @@
 The simulator listens on 127.0.0.1 on an ephemeral port and answers the SOAP
 operations that exchangelib sends for mailbox sync: ConvertId (exchangelib's
 version probe), GetFolder, FindFolder, SyncFolderHierarchy, SyncFolderItems,
-GetItem, ResolveNames, CreateItem, UpdateItem, MoveItem and DeleteItem. Every
-answer carries ``ServerVersionInfo`` in the SOAP header, as Exchange's do.
+GetItem, ResolveNames, CreateItem, UpdateItem, MoveItem and DeleteItem, and
+pull notifications: Subscribe, GetEvents and Unsubscribe. Every answer
+carries ``ServerVersionInfo`` in the SOAP header, as Exchange's do. ``clock``
+is the time every mailbox's subscriptions expire by (``clock.advance``).
 
     with EwsSimulator() as sim:
         sim.add_user("svc-mailsync", "secret")
@@ -48,6 +50,7 @@ from tests.ews.mailbox import (
     Occurrence,
     Recurrence,
     SimCalendarItem,
+    SimClock,
     SimItem,
     SimMailbox,
     SimMeetingMessage,
@@ -177,6 +180,7 @@ class EwsSimulator:
         self.sent: list[SimItem] = []
         self.errors: list[str] = []
         self._ids = IdFactory()
+        self.clock = SimClock()
         self._operations = Operations(self)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -191,7 +195,9 @@ class EwsSimulator:
         return user
 
     def add_mailbox(self, smtp: str, name: str = "") -> SimMailbox:
-        mailbox = SimMailbox(smtp, name, ids=self._ids, lock=self.lock)
+        mailbox = SimMailbox(
+            smtp, name, ids=self._ids, lock=self.lock, clock=self.clock
+        )
         self.mailboxes[smtp.lower()] = mailbox
         self.directory.add(smtp, mailbox.name, mailbox.legacy_dn)
         return mailbox
