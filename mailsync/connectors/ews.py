@@ -59,6 +59,7 @@ from exchangelib import (
     DELEGATE,
     IMPERSONATION,
     NTLM,
+    OAUTH2,
     Account,
     Configuration,
     Credentials,
@@ -66,6 +67,7 @@ from exchangelib import (
     FailFast,
 )
 from exchangelib.errors import (
+    AutoDiscoverFailed,
     ErrorAccessDenied,
     ErrorExpiredSubscription,
     ErrorImpersonateUserDenied,
@@ -80,6 +82,7 @@ from exchangelib.errors import (
     ErrorServerBusy,
     ErrorSubscriptionNotFound,
     ErrorTimeoutExpired,
+    TransportError,
     UnauthorizedError,
 )
 from exchangelib.fields import FieldPath
@@ -94,9 +97,11 @@ from exchangelib.services import (
     SyncFolderItems,
     UpdateItem,
 )
+from requests.exceptions import SSLError
 
 from mailsync.config import EwsMailbox
 from mailsync.connectors.base import CategoryWrites, role_from_name
+from mailsync.connectors.ews_auth import MsalCredentials, trust_ca
 from mailsync.connectors.ews_items import (
     CALENDAR_FIELDS,
     EXCEPTION_FIELDS,
@@ -167,22 +172,33 @@ class EwsConnector:
     ) -> None:
         self.mailbox = mailbox
         self.sleep = sleep
-        credentials = Credentials(mailbox.username, password.reveal())
+        if mailbox.ca_bundle is not None:
+            domain = mailbox.address.rsplit("@", 1)[1]
+            # Autodiscover asks the domain and autodiscover.<domain> first.
+            first = (f"https://{domain}", f"https://autodiscover.{domain}")
+            for url in (mailbox.endpoint, *first):
+                if url:
+                    trust_ca(url, mailbox.ca_bundle)
+        self.credentials = _credentials(mailbox, password)
         config = Configuration(
             service_endpoint=mailbox.endpoint,
-            credentials=credentials,
-            auth_type=BASIC if mailbox.auth == "basic" else NTLM,
+            credentials=self.credentials,
+            auth_type=_AUTH_TYPES[mailbox.auth],
             retry_policy=FailFast(),  # we retry ourselves, for this mailbox only
         )
-        self.account = Account(
-            primary_smtp_address=mailbox.address,
-            config=config,
-            autodiscover=False,
-            access_type=IMPERSONATION
-            if mailbox.access == "impersonation"
-            else DELEGATE,
-            default_timezone=EWSTimeZone("UTC"),
+        access = IMPERSONATION if mailbox.access == "impersonation" else DELEGATE
+        self.account = self._call(
+            "Autodiscover" if mailbox.autodiscover else "ConvertId",
+            lambda: Account(
+                primary_smtp_address=mailbox.address,
+                config=config,
+                autodiscover=mailbox.autodiscover,
+                access_type=access,
+                default_timezone=EWSTimeZone("UTC"),
+            ),
         )
+        if mailbox.ca_bundle is not None and mailbox.autodiscover:
+            trust_ca(self.account.protocol.service_endpoint, mailbox.ca_bundle)
         self._folders: dict[str, BaseFolder] = {}
         self._x500: dict[str, str | None] = {}
         # Per folder id: {item id: the ChangeKey our category write gave}.
@@ -608,15 +624,31 @@ class EwsConnector:
     def _call(self, operation: str, call: Callable[[], T]) -> T:
         """Run one EWS call; temporary faults are retried for this mailbox only."""
         attempt = 0
+        renewed = False
         while True:
             try:
                 return call()
             except UnauthorizedError:
+                if isinstance(self.credentials, MsalCredentials) and not renewed:
+                    # The server may have dropped the token before its time:
+                    # a new one, and new sessions, once.
+                    renewed = True
+                    self.credentials.refresh(None)
+                    if hasattr(self, "account"):
+                        self.account.protocol.close()
+                    continue
                 raise UserError(
                     f"mailbox {self.mailbox.address}: the server refused the "
-                    f"credentials of {self.mailbox.username}; check the password "
-                    "and the auth type"
+                    f"credentials of {self.mailbox.service_account}; check the "
+                    f"{'client secret' if renewed else 'password'} and the auth type"
                 ) from None
+            except AutoDiscoverFailed as exc:
+                raise UserError(
+                    f"mailbox {self.mailbox.address}: autodiscover found no EWS "
+                    f"server ({exc}); set endpoint = the EWS URL instead"
+                ) from None
+            except SSLError:
+                raise UserError(self._untrusted()) from None
             except (ErrorImpersonateUserDenied, ErrorImpersonationDenied):
                 raise UserError(self._missing_right()) from None
             except ErrorNonExistentMailbox:
@@ -647,9 +679,21 @@ class EwsConnector:
                     wait,
                 )
                 self.sleep(wait)
+            except TransportError as exc:
+                # exchangelib gives a failed TLS handshake as a bare TransportError.
+                if "SSL" not in str(exc) and "certificate" not in str(exc):
+                    raise
+                raise UserError(self._untrusted()) from None
+
+    def _untrusted(self) -> str:
+        return (
+            f"mailbox {self.mailbox.address}: the server's TLS certificate is not "
+            "trusted (or not for this host name); if a private CA signed it, set "
+            "ca_bundle = the PEM file of that CA"
+        )
 
     def _missing_right(self) -> str:
-        who, where = self.mailbox.username, self.mailbox.address
+        who, where = self.mailbox.service_account, self.mailbox.address
         if self.mailbox.access == "impersonation":
             return (
                 f"{who} may not impersonate {where}; give it the "
@@ -670,7 +714,7 @@ class EwsConnector:
             raise UserError(f"mailbox {self.mailbox.address}: no Inbox was found")
         self._sync_page(self._folders[inbox.id], None)
         return [
-            f"signed in as {self.mailbox.username} ({self.mailbox.auth}), "
+            f"signed in as {self.mailbox.service_account} ({self.mailbox.auth}), "
             f"{self.mailbox.access} access",
             f"{len(folders)} folders found (mail, the Calendar and Tasks)",
             "the Inbox can be synced (SyncFolderItems)",
@@ -680,6 +724,24 @@ class EwsConnector:
         back_off = getattr(exc, "back_off", None)
         wait = float(back_off) if back_off else float(2 ** (attempt - 1))
         return min(wait, self.mailbox.max_retry_wait)
+
+
+_AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}
+
+
+def _credentials(mailbox: EwsMailbox, secret: Secret) -> Any:
+    if mailbox.auth != "oauth":
+        return Credentials(mailbox.username, secret.reveal())
+    assert mailbox.tenant_id and mailbox.client_id  # the config checks them
+    return MsalCredentials(
+        tenant_id=mailbox.tenant_id,
+        client_id=mailbox.client_id,
+        secret=secret,
+        authority=mailbox.authority,
+        scope=mailbox.scope,
+        ca_bundle=mailbox.ca_bundle,
+        who=f"mailbox {mailbox.address}",
+    )
 
 
 _WRITE_CHUNK = 100  # items per UpdateItem request, as exchangelib chunks
