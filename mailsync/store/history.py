@@ -256,7 +256,10 @@ def _update_meeting(session: Session, activity_id: int, item: Item) -> bool:
     activity.ends_at = _instant(meeting.end) or activity.ends_at
     activity.occurred_at = activity.starts_at or activity.occurred_at
     activity.status = _meeting_status(item) or activity.status
-    activity.subject = _clean(item.subject) or activity.subject
+    if meeting.method != "CANCEL":
+        # A cancellation's subject is the meeting's with "Canceled: " (or a
+        # localised word) in front; the meeting keeps its own.
+        activity.subject = _clean(item.subject) or activity.subject
     activity.updated_at = now()
     return True
 

@@ -3,8 +3,11 @@
 The same files are synced twice: from the simulator through exchangelib and
 the EWS connector, and from disk through the local connector. Both paths
 share only the core, so the oracle is independent of the EWS code: the
-activities and links must be the same. Then the mailbox changes (new mail, a
-move, a delete) and both are synced again.
+activities and links of the messages must be the same. The Exchange mailbox
+also holds a weekly meeting series with an ERCOT contact and a task naming
+her, whose history is checked value by value. Then the mailbox changes (new
+mail, a move, a delete, a cancellation of one occurrence, the task completed)
+and both are synced again.
 
 Skipped when ../shared/corpus is absent; tests/ews/test_connector.py covers
 the same ground with the Contoso sample written here.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,29 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync.config import parse_config
 from mailsync.store import db
-from mailsync.store.models import Activity, Link, Source
+from mailsync.store.models import (
+    Account,
+    Activity,
+    ActivityKey,
+    Contact,
+    Link,
+    Source,
+)
 from mailsync.sync import sync_mailbox
 from tests.conftest import ENRON, SHARED, needs_corpus
 from tests.ews.conftest import SERVICE_PASSWORD, SERVICE_USER
-from tests.ews.simulator import EwsSimulator, SimMailbox, SimMessage
+from tests.ews.simulator import (
+    Address,
+    Attendee,
+    EwsSimulator,
+    MeetingKind,
+    Recurrence,
+    SimCalendarItem,
+    SimMailbox,
+    SimMeetingMessage,
+    SimMessage,
+    SimTask,
+)
 from tests.test_sync import import_crm, snapshot
 
 pytestmark = [needs_corpus, pytest.mark.corpus]
@@ -45,6 +67,11 @@ FOLDERS = {
     "all_documents": None,
 }
 PER_FOLDER = 100
+
+CRAIG = Address(REP, "Craig Dean")
+CHERYL = Address("cmoseley@ercot.com", "Cheryl Moseley")
+SERIES_UID = "040000008200E00074C5B7101A82E00800000000E2E0ERCOT0001"
+MONDAYS = [datetime(2026, 11, 2, 15, tzinfo=UTC) + timedelta(weeks=n) for n in range(4)]
 
 
 @pytest.fixture(autouse=True)
@@ -83,13 +110,79 @@ def config(url: str, mailbox: dict[str, Any]) -> Any:
 
 
 def history_of(factory: sessionmaker[Session]) -> dict[str, object]:
+    """The messages' history: activities, keys, links and live sources."""
     seen = snapshot(factory)
-    del seen["sources"]  # provider ids differ by connector, by design
     with factory() as session:
-        seen["live_sources"] = session.scalar(
-            select(func.count()).select_from(Source).where(Source.removed_at.is_(None))
+        others = set(
+            session.scalars(select(Activity.subject).where(Activity.kind != "message"))
         )
+        live = session.execute(
+            select(Activity.subject)
+            .join(Source)
+            .where(Source.removed_at.is_(None), Activity.kind == "message")
+        ).all()
+    del seen["sources"]  # provider ids differ by connector, by design
+    seen["activities"] = [s for s in seen["activities"] if s not in others]  # type: ignore[attr-defined]
+    seen["links"] = [x for x in seen["links"] if x[0] not in others]  # type: ignore[attr-defined]
+    seen["live_sources"] = len(live)
+    del seen["keys"]  # meetings and tasks have keys of their own
     return seen
+
+
+def market_call() -> SimCalendarItem:
+    """Four Mondays with ERCOT, organised by the rep."""
+    return SimCalendarItem(
+        subject="ERCOT market call",
+        uid=SERIES_UID,
+        start=MONDAYS[0],
+        end=MONDAYS[0] + timedelta(minutes=45),
+        organizer=CRAIG,
+        required=(Attendee(CRAIG, "Organizer"), Attendee(CHERYL, "Accept")),
+        recurrence=Recurrence(
+            start=date(2026, 11, 2), days_of_week=("Monday",), count=4
+        ),
+    )
+
+
+def interconnect_task() -> SimTask:
+    return SimTask(
+        subject="Send ERCOT the interconnect study",
+        body="Cheryl asked for the study before the next call.",
+        due_date=datetime(2026, 11, 20, tzinfo=UTC),
+        contacts=("Moseley, Cheryl",),
+        companies=("ERCOT",),
+    )
+
+
+def meeting_history(factory: sessionmaker[Session]) -> dict[str, Any]:
+    """Per meeting and task activity: start or due, status, and its links."""
+    with factory() as session:
+        names = {("contact", c.id): c.name for c in session.scalars(select(Contact))}
+        names |= {("account", a.id): a.name for a in session.scalars(select(Account))}
+        rows = {}
+        for activity in session.scalars(
+            select(Activity).where(Activity.kind != "message")
+        ):
+            links = sorted(
+                (names[(link.target_kind, link.target_id)], link.rule)
+                for link in session.scalars(
+                    select(Link).where(
+                        Link.activity_id == activity.id, Link.suppressed.is_(False)
+                    )
+                )
+            )
+            when = activity.starts_at or activity.due_at
+            series = session.scalar(
+                select(ActivityKey.id).where(
+                    ActivityKey.activity_id == activity.id,
+                    ActivityKey.key == f"uid:{SERIES_UID}|",
+                )
+            )
+            subject = activity.subject + (" (series)" if series else "")
+            key = (activity.kind, subject, when)
+            assert key not in rows, f"two activities for {key}"
+            rows[key] = (activity.status, activity.task_status, links)
+    return rows
 
 
 def test_corpus_mailbox_on_exchange_matches_the_files_through_changes(
@@ -108,6 +201,9 @@ def test_corpus_mailbox_on_exchange_matches_the_files_through_changes(
             shutil.copy(path, tree / name / path.name)
             item = sim_box.add(SimMessage.from_mime(path.read_bytes()), folder_id)
             placed[name].append((item, path.name))
+
+    sim_box.add(market_call(), "calendar")
+    task = sim_box.add(interconnect_task(), "tasks")
 
     ews_store, file_store = store(tmp_path, "ews.db"), store(tmp_path, "files.db")
     ews_config = config(
@@ -138,12 +234,30 @@ def test_corpus_mailbox_on_exchange_matches_the_files_through_changes(
     by_ews, by_files = both()
     assert by_ews.error is None and by_files.error is None
     wanted = sum(min(PER_FOLDER, len(f)) for f in files.values())
-    assert by_ews.items == by_files.items == wanted
+    assert by_files.items == wanted
+    assert by_ews.items == wanted + 1 + 4 + 1  # the series, 4 occurrences, a task
     assert (by_ews.new, by_ews.excluded, by_ews.rejected) == (
-        by_files.new,
+        by_files.new + 6,
         by_files.excluded,
         by_files.rejected,
     )
+    ercot = [("Cheryl Moseley", "address"), ("ERCOT", "address")]
+    # The account comes through its contact first (the stronger rule).
+    by_name = [("Cheryl Moseley", "contact_name"), ("ERCOT", "contact_name")]
+    meetings = {
+        ("meeting", "ERCOT market call", start): ("active", None, ercot)
+        for start in MONDAYS
+    }
+    due = datetime(2026, 11, 20, tzinfo=UTC)
+    task_key = ("task", "Send ERCOT the interconnect study", due)
+    series = ("meeting", "ERCOT market call (series)", MONDAYS[0])
+    expected = {
+        **meetings,
+        series: ("active", None, ercot),
+        task_key: ("active", "NotStarted", by_name),
+    }
+    assert meeting_history(ews_store) == expected
+
     first = history_of(ews_store)
     assert first == history_of(file_store)
     with ews_store() as session:
@@ -162,16 +276,43 @@ def test_corpus_mailbox_on_exchange_matches_the_files_through_changes(
     gone, gone_name = placed["inbox"][9]
     sim_box.delete(gone, hard=True)
     (tree / "inbox" / gone_name).unlink()
+    # Cheryl cancels the third call; the task is done.
+    sim_box.add(
+        SimMeetingMessage(
+            kind=MeetingKind.CANCELLATION,
+            subject="Canceled: ERCOT market call",
+            author=CRAIG,
+            to=(CHERYL,),
+            uid=SERIES_UID,
+            sequence=1,
+            recurrence_id=MONDAYS[2],
+            start=MONDAYS[2],
+            end=MONDAYS[2] + timedelta(minutes=45),
+            organizer=CRAIG,
+            required=(Attendee(CHERYL),),
+            message_id="<cancel-ercot-1116@enron.com>",
+            datetime_sent=datetime(2026, 11, 12, 9, tzinfo=UTC),
+        ),
+        "sentitems",
+    )
+    sim_box.update(
+        task, status="Completed", complete_date=datetime(2026, 11, 19, tzinfo=UTC)
+    )
 
     by_ews, by_files = both()
     assert by_ews.error is None and by_files.error is None
     second = history_of(ews_store)
     assert second == history_of(file_store)
+    cancelled = ("meeting", "ERCOT market call", MONDAYS[2])
+    expected[cancelled] = ("cancelled", None, ercot)
+    expected[task_key] = ("active", "Completed", by_name)
+    now = meeting_history(ews_store)
+    assert now == expected  # the cancellation is that occurrence, not a new one
     assert second["activities"] != first["activities"]
     with ews_store() as session:
         assert session.scalar(select(func.count()).select_from(Activity)) == len(
             second["activities"]  # type: ignore[arg-type]
-        )
+        ) + len(now)
 
     # A third sync changes nothing on either side.
     by_ews, by_files = both()
