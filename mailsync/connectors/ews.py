@@ -42,7 +42,12 @@ syncs (:meth:`EwsConnector.changed_folders`): one GetEvents names the
 folders that changed. A subscription that lapsed (idle past its timeout, or
 forgotten by a restarted server) is renewed, and every folder is synced.
 
-TODO(issue 3): autodiscover, OAuth and a custom CA bundle.
+Signing in (:mod:`mailsync.connectors.ews_auth`): basic or NTLM with the
+service account's password, or OAuth client credentials through msal; a
+token the server refuses is renewed once. ``ca_bundle`` verifies the server
+whatever the environment says. ``autodiscover = true`` leaves finding the
+EWS URL to exchangelib (not covered by the simulator: exchangelib looks the
+domain up in DNS first).
 """
 
 from __future__ import annotations
