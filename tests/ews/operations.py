@@ -27,8 +27,11 @@ Known differences from Exchange (each a choice, not an accident):
   properties other than PR_SEARCH_KEY (asked-for ones are left out),
   PermissionSet, body conversion (``BodyType`` in a shape), time zones
   (every time is UTC; the ``TimeZoneContext`` header is ignored),
-  expansion of recurrences, push and streaming notifications,
-  NTLM and OAuth.
+  expansion of recurrences, push and streaming notifications, NTLM and
+  Negotiate (HTTP Basic and OAuth bearer tokens from
+  :mod:`tests.token_server` only), and Autodiscover.
+- Over HTTPS (``EwsSimulator(tls=TestCA(...))``) the certificate is for
+  127.0.0.1 and localhost, signed by the test CA.
 - PR_SEARCH_KEY (``PropertyTag="0x300b"``) is 16 random bytes given to each
   new item and kept by a move; Exchange derives its own.
 - Recurring masters carry their modified and deleted occurrences; GetItem
