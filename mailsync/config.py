@@ -291,9 +291,101 @@ class EwsMailbox(MailboxBase):
         return f"{origin.scheme}://{origin.netloc}/.default"
 
 
-KINDS = 'kind = "local" or kind = "ews"'
+class GraphMailbox(MailboxBase):
+    """A Microsoft 365 mailbox read through Microsoft Graph by an app registration.
 
-MailboxConfig = Annotated[LocalMailbox | EwsMailbox, Field(discriminator="kind")]
+    The app signs in with its client credentials (app-only): ``tenant_id``,
+    ``client_id`` and either a client secret (``client_secret_env`` names an
+    environment variable, ``client_secret_file`` a file readable by the service
+    user only) or a certificate: ``certificate_file`` is a PEM file (mode 600)
+    with the unencrypted private key and the certificate uploaded to the app
+    registration; ``certificate_thumbprint`` is its SHA-1 thumbprint, as the
+    Entra admin center shows it (without it, the SHA-256 thumbprint is
+    computed from the certificate).
+    """
+
+    kind: Literal["graph"]
+    tenant_id: str
+    client_id: str
+    client_secret_env: str | None = None
+    client_secret_file: Annotated[Path | None, Lax] = None
+    certificate_file: Annotated[Path | None, Lax] = None
+    certificate_thumbprint: str | None = None
+    authority: str = "https://login.microsoftonline.com"
+    graph_url: str = "https://graph.microsoft.com"
+    ca_bundle: Annotated[Path | None, Lax] = None
+    backfill_days: int = Field(default=180, ge=1)
+    page_size: int = Field(default=100, ge=1, le=1000)
+    max_retry_wait: float = Field(default=300.0, ge=0)
+    retries: int = Field(default=5, ge=0)
+
+    @field_validator("authority", "graph_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith("https://"):
+            raise ValueError(
+                f"{value!r} is not an https URL; give a full URL, such as "
+                "https://graph.microsoft.com"
+            )
+        return value.rstrip("/")
+
+    @field_validator("ca_bundle", "certificate_file")
+    @classmethod
+    def _file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file; give the path of a PEM file")
+        return value
+
+    @field_validator("certificate_thumbprint")
+    @classmethod
+    def _thumbprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digits = value.replace(":", "").replace(" ", "").upper()
+        if not re.fullmatch(r"[0-9A-F]{40}", digits):
+            raise ValueError(
+                f"{value!r} is not a SHA-1 thumbprint; copy the 40 hex digits "
+                "the app registration shows under Certificates & secrets"
+            )
+        return digits
+
+    @model_validator(mode="after")
+    def _sign_in(self) -> GraphMailbox:
+        where = f"mailbox {self.address}"
+        given = [
+            k
+            for k in ("client_secret_env", "client_secret_file", "certificate_file")
+            if getattr(self, k)
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                f'{where}: kind = "graph" signs in with exactly one of '
+                "client_secret_env, client_secret_file or certificate_file"
+                + (f" (given: {', '.join(given)})" if given else "")
+            )
+        if self.certificate_thumbprint and not self.certificate_file:
+            raise ValueError(
+                f"{where}: certificate_thumbprint goes with certificate_file; "
+                "add certificate_file or remove the thumbprint"
+            )
+        return self
+
+    @property
+    def service_account(self) -> str:
+        """Who signs in, for messages: the app's client id."""
+        return f"app {self.client_id}"
+
+    @property
+    def scope(self) -> str:
+        """The OAuth scope: the Graph endpoint's ``/.default``."""
+        return f"{self.graph_url}/.default"
+
+
+KINDS = 'kind = "local" or kind = "ews" or kind = "graph"'
+
+MailboxConfig = Annotated[
+    LocalMailbox | EwsMailbox | GraphMailbox, Field(discriminator="kind")
+]
 
 
 class Config(Strict):
@@ -405,7 +497,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("local", "ews"):
+        elif part in ("local", "ews", "graph"):
             continue
         else:
             text += f".{part}" if text else str(part)

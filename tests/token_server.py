@@ -10,6 +10,11 @@ authority (``https://127.0.0.1:PORT/<tenant>``, instance discovery off):
   ``expires_in``, or the error JSON of the v2.0 endpoint (``invalid_client``
   with AADSTS7000215 for a wrong secret, ``unauthorized_client`` with
   AADSTS700016 for an unknown app, ``invalid_scope`` with AADSTS70011).
+  An app registered with a certificate signs in with a client assertion
+  instead of a secret (``client_assertion_type`` jwt-bearer): a JWT whose
+  header names the certificate by ``x5t`` (SHA-1) or ``x5t#S256``, signed
+  with its key (RS256 or PS256), for this token endpoint as audience and
+  the client id as issuer and subject (AADSTS700027 when it fails).
 
 Servers that accept its tokens ask :meth:`TokenServer.holder` who a token
 belongs to; an expired or unknown token belongs to nobody. Nothing here logs
@@ -18,6 +23,7 @@ a secret or a token.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import threading
@@ -28,7 +34,13 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import parse_qs
 
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from tests.tls import TestCA
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @dataclass
@@ -38,6 +50,7 @@ class App:
     client_id: str
     secret: str = field(repr=False)
     scopes: tuple[str, ...] = ()
+    certificate: str = ""  # PEM; an app with one signs in by client assertion
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,14 @@ class TokenServer:
 
     def add_app(self, client_id: str, secret: str, *scopes: str) -> App:
         app = App(client_id, secret, scopes)
+        self.apps[client_id] = app
+        return app
+
+    def add_certificate_app(
+        self, client_id: str, certificate_pem: str, *scopes: str
+    ) -> App:
+        """An app that signs in with a client assertion from this certificate."""
+        app = App(client_id, "", scopes, certificate=certificate_pem)
         self.apps[client_id] = app
         return app
 
@@ -117,7 +138,11 @@ class TokenServer:
                 "AADSTS700016: Application with identifier "
                 f"'{form.get('client_id', '')}' was not found in the directory.",
             )
-        if not secrets.compare_digest(form.get("client_secret", ""), app.secret):
+        if app.certificate:
+            refused = self._check_assertion(app, form)
+            if refused is not None:
+                return 401, _error("invalid_client", refused)
+        elif not secrets.compare_digest(form.get("client_secret", ""), app.secret):
             return 401, _error(
                 "invalid_client",
                 "AADSTS7000215: Invalid client secret provided. Ensure the "
@@ -143,6 +168,41 @@ class TokenServer:
             "ext_expires_in": int(self.lifetime),
             "access_token": token,
         }
+
+    def _check_assertion(self, app: App, form: dict[str, str]) -> str | None:
+        """Why the client assertion fails, or None when it holds."""
+        if form.get("client_assertion_type") != JWT_BEARER:
+            return (
+                "AADSTS7000218: The request body must contain the following "
+                "parameter: 'client_assertion' or 'client_secret'."
+            )
+        assertion = form.get("client_assertion", "")
+        certificate = x509.load_pem_x509_certificate(app.certificate.encode())
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            return "AADSTS50027: JWT token is invalid or malformed."
+        sha1 = _thumbprint(certificate, hashes.SHA1())
+        sha256 = _thumbprint(certificate, hashes.SHA256())
+        named = {str(header.get(k, "")).rstrip("=") for k in ("x5t", "x5t#S256")}
+        if sha1 not in named and sha256 not in named:
+            return (
+                "AADSTS700027: The certificate with identifier used to sign the "
+                "client assertion is not registered on application."
+            )
+        try:
+            claims = jwt.decode(
+                assertion,
+                certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=f"{self.authority}/{self.tenant}/oauth2/v2.0/token",
+                issuer=app.client_id,
+            )
+        except jwt.PyJWTError:
+            return "AADSTS700027: Client assertion failed signature validation."
+        if claims.get("sub") != app.client_id:
+            return "AADSTS700021: Client assertion application identifier mismatch."
+        return None
 
     # ----------------------------------------------------------- lifecycle
 
@@ -175,6 +235,11 @@ class TokenServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _thumbprint(certificate: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
+    digest = certificate.fingerprint(algorithm)
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
 
 def _error(code: str, description: str) -> dict[str, object]:

@@ -25,4 +25,9 @@ def open_connector(mailbox: Any) -> Connector:
         else:
             secret = read_secret(what, mailbox.password_env, mailbox.password_file)
         return EwsConnector(mailbox, secret)
+    if mailbox.kind == "graph":
+        from mailsync.connectors.graph import GraphConnector
+        from mailsync.connectors.graph_auth import read_credential
+
+        return GraphConnector(mailbox, read_credential(mailbox))
     raise ValueError(f"no connector for kind {mailbox.kind!r}")
