@@ -151,10 +151,8 @@ class GraphTokens:
         except ValueError as exc:  # msal checks the certificate and the authority
             raise ConfigError(f"{self._who}: {exc}") from None
         except requests.RequestException as exc:
-            raise UserError(
-                f"{self._who}: the authority {mailbox.authority} does not answer "
-                f"({type(exc).__name__}); check authority and tenant_id"
-            ) from None
+            raise UserError(_unreachable(self._who, mailbox.authority, exc)) from None
+        self._authority = mailbox.authority
 
     def token(self, force: bool = False) -> str:
         """A valid access token; ``force`` asks for a new one."""
@@ -169,10 +167,7 @@ class GraphTokens:
             try:
                 result = self._app.acquire_token_for_client(scopes=self._scopes)
             except requests.RequestException as exc:
-                raise UserError(
-                    f"{self._who}: the token endpoint does not answer "
-                    f"({type(exc).__name__}); check authority and ca_bundle"
-                ) from None
+                raise UserError(_unreachable(self._who, self._authority, exc)) from None
             if "access_token" not in result:
                 raise UserError(refusal(self._who, result))
             lifetime = float(result.get("expires_in", 3600))
@@ -182,6 +177,19 @@ class GraphTokens:
 
     def __repr__(self) -> str:
         return f"GraphTokens({self._who}, tokens hidden)"
+
+
+def _unreachable(who: str, authority: str, exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return (
+            f"{who}: the TLS certificate of the token endpoint {authority} is not "
+            "trusted; if a private CA signed it, set ca_bundle = the PEM file of "
+            "that CA"
+        )
+    return (
+        f"{who}: the token endpoint {authority} does not answer "
+        f"({type(exc).__name__}); check authority and tenant_id"
+    )
 
 
 def _is_microsoft(authority: str) -> bool:
