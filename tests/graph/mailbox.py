@@ -167,6 +167,13 @@ class Message:
             "headers": tuple((k, _text(v)) for k, v in parsed.items()),
             "body": _plain(parsed),
         }
+        # Exchange sets PidTagSensitivity from the Sensitivity header.
+        marked = _text(parsed.get("Sensitivity")).lower()
+        values["sensitivity"] = {
+            "personal": "personal",
+            "private": "private",
+            "company-confidential": "confidential",
+        }.get(marked, "normal")
         keywords = _text(parsed.get("Keywords"))
         values["categories"] = tuple(
             k.strip() for k in keywords.split(",") if k.strip()
