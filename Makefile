@@ -37,6 +37,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync_corpus.py
 	$(BIN)/python benchmarks/bench_ews_backfill.py
+	$(BIN)/python benchmarks/bench_graph_backfill.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
