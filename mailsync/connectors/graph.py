@@ -316,7 +316,6 @@ class GraphConnector:
         written = self._written[folder.id]
         if link is None:
             link, window_end = self._first_link(scope)
-        carried = dict(written)
         while True:
             page = self._get(
                 link, f"GET {scope.kind} delta", scope.kind, self._prefer(scope)
@@ -596,16 +595,12 @@ class GraphConnector:
                 'still on the Exchange Server on premises); keep kind = "ews" '
                 "for it until it is moved"
             )
-        if error.status == 404 and error.code in (
-            "ErrorInvalidUser",
-            "ResourceNotFound",
-        ):
-            if _names_the_user(error):
-                return UserError(
-                    f"mailbox {where}: Microsoft 365 has no such user or mailbox "
-                    f"({error.code}); check the address (its user principal name "
-                    "or primary SMTP address) and tenant_id"
-                )
+        if _unknown_user(error):
+            return UserError(
+                f"mailbox {where}: Microsoft 365 has no such user or mailbox "
+                f"({error.code}); check the address (its user principal name "
+                "or primary SMTP address) and tenant_id"
+            )
         if error.status >= 500:
             return TransientError(f"mailbox {where}: {error}")
         return error
@@ -613,26 +608,7 @@ class GraphConnector:
     def check(self) -> list[str]:
         """What works, line by line; a UserError names what is missing."""
         self.tokens.token()
-        probes = {
-            _MAIL: Request(
-                "GET", f"{self._user}/mailFolders/inbox/messages?$top=1&$select=id"
-            ),
-            _CALENDAR: Request("GET", f"{self._user}/calendar?$select=id"),
-            _TASKS: Request("GET", f"{self._user}/todo/lists?$top=1"),
-        }
-        answers = dict(
-            zip(probes, self.http.batch(list(probes.values()), "check"), strict=True)
-        )
-        missing = []
-        for kind, answer in answers.items():
-            if answer.ok:
-                continue
-            error = answer.error(f"{probes[kind].method} {kind}")
-            problem = self._refused(error, kind)
-            if answer.status == 403 and not error.access_policy:
-                missing.append(_PERMISSIONS[kind])
-            else:
-                raise problem
+        missing = self._probe()
         if missing:
             raise UserError(
                 f"mailbox {self.mailbox.address}: app {self.mailbox.client_id} lacks "
@@ -650,6 +626,26 @@ class GraphConnector:
             "mail, calendar and tasks can be read (Mail.Read, Calendars.Read, "
             "Tasks.Read.All); categories are written with Mail.ReadWrite",
         ]
+
+    def _probe(self) -> list[str]:
+        """One read of each kind, in one ``$batch``: the permissions missing.
+        A refusal that is not a permission's is raised as advice."""
+        probes = {
+            _MAIL: f"{self._user}/mailFolders/inbox/messages?$top=1&$select=id",
+            _CALENDAR: f"{self._user}/calendar?$select=id",
+            _TASKS: f"{self._user}/todo/lists?$top=1",
+        }
+        asked = [Request("GET", url) for url in probes.values()]
+        missing = []
+        for kind, answer in zip(probes, self.http.batch(asked, "check"), strict=True):
+            if answer.ok:
+                continue
+            error = answer.error(f"GET {kind}")
+            if answer.status == 403 and not error.access_policy:
+                missing.append(_PERMISSIONS[kind])
+            else:
+                raise self._refused(error, kind)
+        return missing
 
 
 _WRITE_PERMISSIONS = {
@@ -678,15 +674,18 @@ def _sequence_source(entry: Mapping[str, Any]) -> str:
 
 
 def _mailbox_error(answer: Answer) -> bool:
-    code = answer.error("").code
-    return code in ("ErrorInvalidUser", "MailboxNotEnabledForRESTAPI") or (
-        code == "ResourceNotFound" and _names_the_user(answer.error(""))
-    )
+    """A 404 about the mailbox itself, not about one folder of it."""
+    error = answer.error("")
+    return error.code == "MailboxNotEnabledForRESTAPI" or _unknown_user(error)
 
 
-def _names_the_user(error: GraphError) -> bool:
+def _unknown_user(error: GraphError) -> bool:
+    if error.status != 404:
+        return False
     text = error.message.lower()
-    return error.code == "ErrorInvalidUser" or "user" in text or "mailbox" in text
+    return error.code == "ErrorInvalidUser" or (
+        error.code == "ResourceNotFound" and ("user" in text or "mailbox" in text)
+    )
 
 
 def _cursor(link: str, written: dict[str, str], window_end: str | None) -> str:
