@@ -20,7 +20,17 @@ Known differences from Microsoft Graph:
   midnight as an instant.
 - To Do due dates are the user's local midnights, given in UTC.
 - Internet headers are not given for mail in Sent Items and Drafts (as
-  Exchange Online does not), nor without ``$select``.
+  Exchange Online does not), nor without ``$select``; they are all the
+  headers of the MIME the message was made from.
+- A message's sensitivity is given only as the extended property
+  ``Integer 0x36`` when ``$expand`` asks for it; an event's changeKey changes
+  for every change of its series, so each instance comes again in the delta.
+- ``$batch`` runs its requests four at a time, in order of their ids; the
+  ``truncate`` and ``cut`` faults act on whole HTTP answers only.
+- Only the operations listed in :data:`ROUTES` exist; ``IdType`` changes
+  message ids only (folders, events and tasks have one kind of id).
+- Errors carry Graph's codes and messages for the cases simulated, with a
+  fixed request-id.
 """
 
 from __future__ import annotations
