@@ -12,10 +12,12 @@ import os
 import re
 import string
 import tomllib
+from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -169,6 +171,9 @@ class MailboxBase(Strict):
     folders: list[str] | None = None
     exclude_folders: list[str] = DEFAULT_EXCLUDED_FOLDERS
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    # The rep's time zone for follow-ups (business days, due times); none:
+    # followups.timezone.
+    timezone: str | None = None
 
     @field_validator("address")
     @classmethod
@@ -177,12 +182,20 @@ class MailboxBase(Strict):
             raise ValueError(f"{value!r} is not an e-mail address")
         return value.strip().lower()
 
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return _zone_name(value) if value is not None else None
+
 
 class LocalMailbox(MailboxBase):
     """A mailbox read from files: a maildir, an mbox file or a tree of messages."""
 
     kind: Literal["local"]
     path: Annotated[Path, Lax]
+    # Where follow-ups go: an .ics task and the letters (.docx); none: a
+    # folder "outbox" beside path.
+    outbox: Annotated[Path | None, Lax] = None
 
 
 class EwsMailbox(MailboxBase):
@@ -388,11 +401,130 @@ MailboxConfig = Annotated[
 ]
 
 
+# --- follow-ups ------------------------------------------------------------
+
+WEEKDAYS = (
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+)
+
+
+def _zone_name(value: str) -> str:
+    name = value.strip()
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{value!r} is not a time zone; give an IANA name such as "
+            "Europe/Berlin or America/Chicago"
+        ) from None
+    return name
+
+
+class NoReplyRule(Strict):
+    """An outbound e-mail to a contact that nobody answered in N business days."""
+
+    enabled: bool = True
+    business_days: int = Field(default=3, ge=1, le=60)
+    # Mail older than this is not looked at (a back-fill of old mail makes
+    # no reminders).
+    lookback_days: int = Field(default=14, ge=1, le=365)
+
+
+class AfterMeetingRule(Strict):
+    """N days after a meeting with a contact ends: a reminder and a letter."""
+
+    enabled: bool = True
+    days: int = Field(default=1, ge=0, le=60)
+    business_days: bool = True
+    # The letter template (a name in followups.templates, or ""), drafted
+    # with the reminder.
+    letter: str = "sales_call_follow_up"
+    # Occurrences of a recurring series (a weekly status call) too.
+    recurring: bool = False
+    lookback_days: int = Field(default=14, ge=1, le=365)
+
+
+class CheckInRule(Strict):
+    """Recurring reminders set by ``mailsync reminders add``."""
+
+    enabled: bool = True
+
+
+class DormantAccountRule(Strict):
+    """An account with no e-mail or meeting for N days: a retention reminder."""
+
+    enabled: bool = True
+    days: int = Field(default=90, ge=7, le=3650)
+
+
+class FollowupsConfig(Strict):
+    """Follow-up reminders and letters (``[followups]`` and one table a rule).
+
+    ``timezone`` is the reps' zone unless a mailbox sets its own; business
+    days are ``workdays`` less ``holidays`` (dates, like 2026-12-24).
+    """
+
+    enabled: bool = True
+    timezone: str = "UTC"
+    # The time of day of a reminder that has none of its own (a dormant
+    # account, a check-in given by --every).
+    remind_at: str = "09:00"
+    workdays: list[str] = list(WEEKDAYS[:5])
+    holidays: list[Annotated[date, Lax]] = []
+    templates: Annotated[Path, Lax] = Path("config/templates")
+    evaluate_every_minutes: int = Field(default=15, ge=1, le=1440)
+    # A periodic job (a check-in) missed while the service was down runs
+    # once if it is back within this time; later, it waits for its next turn.
+    misfire_grace_minutes: int = Field(default=60, ge=1)
+    delivery_attempts: int = Field(default=5, ge=1, le=100)
+    no_reply: NoReplyRule = NoReplyRule()
+    after_meeting: AfterMeetingRule = AfterMeetingRule()
+    check_in: CheckInRule = CheckInRule()
+    dormant_account: DormantAccountRule = DormantAccountRule()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _zone_name(value)
+
+    @field_validator("remind_at")
+    @classmethod
+    def _remind_at(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError(f"{value!r} is not a time; write it as HH:MM, like 09:00")
+        return value.strip()
+
+    @field_validator("workdays")
+    @classmethod
+    def _workdays(cls, values: list[str]) -> list[str]:
+        days = [v.strip().lower() for v in values]
+        for day in days:
+            if day not in WEEKDAYS:
+                raise ValueError(
+                    f"{day!r} is not a weekday; write names such as "
+                    '["monday", "tuesday"]'
+                )
+        if not days:
+            raise ValueError('is empty; give the working days, like ["monday"]')
+        return days
+
+    def zone_of(self, mailbox: MailboxBase) -> ZoneInfo:
+        """The rep's time zone: the mailbox's own, else this one."""
+        return ZoneInfo(mailbox.timezone or self.timezone)
+
+
 class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
     organisation: OrganisationConfig
     linking: LinkingConfig = LinkingConfig()
     categories: CategoriesConfig = CategoriesConfig()
+    followups: FollowupsConfig = FollowupsConfig()
     mailboxes: list[MailboxConfig] = []
 
     @model_validator(mode="after")

@@ -303,3 +303,70 @@ class SkippedItem(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class CheckIn(Base):
+    """A recurring reminder for a contact, set by ``mailsync reminders add``.
+
+    ``cron`` is a standard five-field crontab expression in the rep's time
+    zone; ``schedule`` says it in words, as it was asked for.
+    """
+
+    __tablename__ = "check_ins"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE")
+    )
+    cron: Mapped[str] = mapped_column(String(100))
+    schedule: Mapped[str] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+
+
+class Reminder(Base):
+    """A follow-up that a rule produced for a rep: a task, or a letter.
+
+    ``key`` names the condition that made it (``no_reply:<activity id>``, ...)
+    and is unique: one condition gives at most one reminder, whatever
+    restart, crash or resync comes between. ``activity_id`` is the activity
+    recorded when it was delivered.
+    """
+
+    __tablename__ = "reminders"
+    __table_args__ = (Index("ix_reminders_status_due", "status", "due_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    rule: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE")
+    )
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL")
+    )
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL")
+    )
+    trigger_activity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL"), index=True
+    )
+    check_in_id: Mapped[int | None] = mapped_column(
+        ForeignKey("check_ins.id", ondelete="SET NULL"), index=True
+    )
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    template: Mapped[str | None] = mapped_column(String(200))
+    activity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("activities.id", ondelete="SET NULL")
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
