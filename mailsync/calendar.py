@@ -118,3 +118,55 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+# --- writing: tasks with an alarm (RFC 5545 VTODO, VALARM) -----------------
+
+PRODID = "-//mailsync//follow-ups//EN"
+
+
+def todo(
+    uid: str,
+    summary: str,
+    description: str,
+    due: datetime,
+    stamp: datetime,
+    contact: str = "",
+    categories: tuple[str, ...] = (),
+) -> icalendar.Todo:
+    """A VTODO due at ``due`` with a display alarm at the same instant.
+
+    Times are written in UTC. The alarm's TRIGGER is an absolute date-time
+    (RFC 5545 section 3.8.6.3), so that it does not depend on how a client
+    reads a trigger relative to DUE.
+    """
+    task = icalendar.Todo()
+    task.add("UID", uid)
+    task.add("DTSTAMP", stamp.astimezone(UTC))
+    task.add("SUMMARY", summary)
+    if description:
+        task.add("DESCRIPTION", description)
+    task.add("DUE", due.astimezone(UTC))
+    task.add("STATUS", "NEEDS-ACTION")
+    if contact:
+        task.add("CONTACT", contact)
+    if categories:
+        task.add("CATEGORIES", list(categories))
+    alarm = icalendar.Alarm()
+    alarm.add("ACTION", "DISPLAY")
+    alarm.add("DESCRIPTION", summary)
+    alarm.add("TRIGGER", due.astimezone(UTC), parameters={"VALUE": "DATE-TIME"})
+    task.add_component(alarm)
+    return task
+
+
+def calendar_of(components: list[icalendar.Todo], name: str = "") -> bytes:
+    """A VCALENDAR object holding the components, as bytes."""
+    calendar = icalendar.Calendar()
+    calendar.add("PRODID", PRODID)
+    calendar.add("VERSION", "2.0")
+    if name:
+        calendar.add("X-WR-CALNAME", name)
+    for component in components:
+        calendar.add_component(component)
+    return bytes(calendar.to_ical())

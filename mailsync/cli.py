@@ -597,5 +597,242 @@ def status(app: App, fmt: str) -> None:
             click.echo(f"  rejected {where}: {item['reason']}")
 
 
+# --- follow-ups --------------------------------------------------------------
+
+
+@cli.group()
+def reminders() -> None:
+    """Follow-up reminders: what is pending and why, check-ins, a run now."""
+
+
+@reminders.command("list")
+@click.option("--all", "everything", is_flag=True, help="Delivered and cancelled too.")
+@format_option
+@pass_app
+def reminders_list(app: App, everything: bool, fmt: str) -> None:
+    """The reminders waiting, soonest first, with the rule and why; the check-ins."""
+    from mailsync.reminders.views import listing
+
+    with app.transaction() as session:
+        found = listing(session, app.config, everything)
+    if fmt == "json":
+        emit_json(found.as_json())
+        return
+    click.echo(f"{len(found.reminders)} reminders (times in UTC)")
+    for r in found.reminders:
+        who = (r["contact"] or r["account"] or {}).get("name", "-")
+        click.echo(
+            f"{r['id']:>5}  {r['due'][:16].replace('T', ' ')}  {r['status']:10}  "
+            f"{r['rule']:15}  {r['kind']:6}  {who}: {r['subject'][:60]}"
+        )
+        click.echo(f"       why: {r['why']}")
+        if r["error"]:
+            click.echo(f"       error: {r['error']}")
+        if r["note"]:
+            click.echo(f"       note: {r['note']}")
+    if found.check_ins:
+        click.echo(f"{len(found.check_ins)} check-ins")
+    for c in found.check_ins:
+        turn = (c["next"] or "-")[:16].replace("T", " ")
+        click.echo(
+            f"{c['id']:>5}  next {turn}  {c['contact']['name']}: {c['schedule']}"
+        )
+
+
+@reminders.command("add")
+@click.option(
+    "--contact", "contact_email", required=True, help="The contact's address."
+)
+@click.option(
+    "--every",
+    type=click.Choice(["day", "workday", "week", "month"]),
+    help="How often: day, workday, week or month.",
+)
+@click.option("--on", "on", help="Weekdays (monday,thursday) or a day of the month.")
+@click.option(
+    "--at", "at", help="The time of day, HH:MM (default followups.remind_at)."
+)
+@click.option("--cron", help='A crontab expression instead, like "0 9 * * mon".')
+@click.option("--rep", "rep", help="The rep's mailbox (needed with several).")
+@click.option("--subject", default="", help="The reminder's subject.")
+@pass_app
+def reminders_add(
+    app: App,
+    contact_email: str,
+    every: str | None,
+    on: str | None,
+    at: str | None,
+    cron: str | None,
+    rep: str | None,
+    subject: str,
+) -> None:
+    """A recurring check-in with a contact, in the rep's time zone."""
+    from mailsync.reminders import checkins
+    from mailsync.reminders.views import add_check_in
+
+    if bool(every) == bool(cron):
+        raise UserError("give either --every (with --on, --at) or --cron")
+    if cron:
+        schedule = checkins.from_cron(cron)
+    else:
+        assert every is not None
+        schedule = checkins.from_every(every, on, at or app.config.followups.remind_at)
+    mailbox = _rep_mailbox(app.config, rep)
+    with app.transaction() as session:
+        row = add_check_in(
+            session, app.config, contact_email, schedule, mailbox, subject
+        )
+        ident = row.id
+    click.echo(f"check-in c{ident} added: {schedule.words} ({mailbox.address})")
+
+
+@reminders.command("remove")
+@click.argument("ident", metavar="ID")
+@pass_app
+def reminders_remove(app: App, ident: str) -> None:
+    """Remove a pending reminder (ID) or a check-in (cID)."""
+    from mailsync.reminders.views import remove
+
+    with app.transaction() as session:
+        message = remove(session, ident)
+    click.echo(message)
+
+
+@reminders.command("run")
+@click.option(
+    "--once",
+    is_flag=True,
+    default=True,
+    help="Evaluate the rules and deliver what is due, now (the only mode here).",
+)
+@format_option
+@pass_app
+def reminders_run(app: App, once: bool, fmt: str) -> None:
+    """Evaluate the follow-up rules and deliver the due reminders, once."""
+    from dataclasses import asdict
+
+    from mailsync.reminders.scheduler import run_once
+
+    report = run_once(app.sessions(), app.config)
+    if fmt == "json":
+        emit_json(
+            {
+                "evaluation": asdict(report.evaluation),
+                "check_ins": report.check_ins,
+                "delivery": asdict(report.delivery),
+            }
+        )
+    else:
+        click.echo(report.evaluation.log_line())
+        click.echo(f"check-in turns: {report.check_ins}")
+        click.echo(report.delivery.log_line())
+    if report.delivery.failed:
+        sys.exit(1)
+
+
+def _rep_mailbox(config: Config, rep: str | None) -> Any:
+    if rep:
+        return config.mailbox(rep)
+    enabled = [m for m in config.mailboxes if m.enabled]
+    if len(enabled) != 1:
+        raise UserError("give --rep ADDRESS: the rep's mailbox the check-in is for")
+    return enabled[0]
+
+
+@cli.group()
+def letters() -> None:
+    """Follow-up letters (.docx templates)."""
+
+
+@letters.command("render")
+@click.argument("template")
+@click.option(
+    "--contact", "contact_email", required=True, help="The contact's address."
+)
+@click.option("--activity", "activity_id", type=int, help="The triggering activity.")
+@click.option("--rep", "rep", help="The rep's mailbox (default: the only one).")
+@click.option(
+    "--out", "out", type=click.Path(dir_okay=False), help="The .docx to write."
+)
+@pass_app
+def letters_render(
+    app: App,
+    template: str,
+    contact_email: str,
+    activity_id: int | None,
+    rep: str | None,
+    out: str | None,
+) -> None:
+    """Fill TEMPLATE (a name in followups.templates, or a .docx) for a contact."""
+    from mailsync.reminders import letters as letter_module
+    from mailsync.reminders.deliver import merge_data
+    from mailsync.store.models import Account, Contact
+    from mailsync.store.models import now as utc_now
+
+    mailbox = _rep_mailbox(app.config, rep)
+    path = letter_module.find_template(app.config.followups.templates, template)
+    with app.transaction() as session:
+        _kind, contact_id, _name = _target(session, contact_email, None)
+        contact = session.get(Contact, contact_id)
+        assert contact is not None
+        account = (
+            session.get(Account, contact.account_id) if contact.account_id else None
+        )
+        trigger = _trigger(session, contact_id, activity_id)
+        address = normalise(contact_email) or contact_email
+        data = merge_data(
+            app.config, mailbox, contact, address, account, trigger, utc_now()
+        )
+        content = letter_module.render(path, data.fields())
+    target = Path(out) if out else Path(f"{path.stem} - {contact.name}.docx")
+    target.write_bytes(content)
+    click.echo(f"wrote {target}")
+
+
+def _trigger(session: Session, contact_id: int, activity_id: int | None) -> Any:
+    """The activity a letter is about: the one given, else the contact's latest."""
+    from mailsync.store.models import Link
+
+    if activity_id is not None:
+        found = session.get(Activity, activity_id)
+        if found is None:
+            raise UserError(f"no activity {activity_id}; see `history --format json`")
+        return found
+    return session.scalar(
+        select(Activity)
+        .join(Link, Link.activity_id == Activity.id)
+        .where(
+            Link.target_kind == "contact",
+            Link.target_id == contact_id,
+            Link.suppressed.is_(False),
+            Activity.kind.in_(["message", "meeting"]),
+        )
+        .order_by(Activity.occurred_at.desc(), Activity.id.desc())
+        .limit(1)
+    )
+
+
+@cli.group("calendar")
+def calendar_group() -> None:
+    """Calendars."""
+
+
+@calendar_group.command("export")
+@click.option("--rep", "rep", required=True, help="The rep's mailbox address.")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="The .ics file.")
+@pass_app
+def calendar_export(app: App, rep: str, out: str | None) -> None:
+    """An .ics feed of the rep's pending reminders (to stdout, or --out)."""
+    from mailsync.reminders.views import feed
+
+    with app.transaction() as session:
+        data = feed(session, app.config, rep)
+    if out:
+        Path(out).write_bytes(data)
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(data.decode("utf-8"), nl=False)
+
+
 def main() -> None:
     cli()

@@ -27,6 +27,7 @@ from mailsync.config import (
     CategoriesConfig,
     Config,
     ContactPolicy,
+    FollowupsConfig,
     LinkingConfig,
     MailboxConfig,
 )
@@ -52,6 +53,7 @@ from mailsync.linker.rules import (
     match_participants,
 )
 from mailsync.linker.screen import ExcludeReason, screen
+from mailsync.reminders.evaluate import settle_after_page
 from mailsync.store.db import transaction
 from mailsync.store.directory import ensure_mailbox, load_directory
 from mailsync.store.history import (
@@ -125,6 +127,7 @@ class Linking:
     options: LinkingConfig
     noreply: re.Pattern[str] | None = None
     categories: CategoriesConfig = field(default_factory=CategoriesConfig)
+    followups: FollowupsConfig = field(default_factory=FollowupsConfig)
 
 
 def organisation(config: Config) -> Organisation:
@@ -147,6 +150,7 @@ def linking_for(config: Config, mailbox: str, directory: Directory) -> Linking:
         options=config.linking,
         noreply=re.compile("|".join(patterns), re.I) if patterns else None,
         categories=config.categories,
+        followups=config.followups,
     )
 
 
@@ -360,6 +364,10 @@ def _sync_folder(
     for batch in connector.changes(folder, cursor):
         with transaction(factory) as session:
             apply_batch(session, mailbox_id, linking, batch, report)
+            if batch.items:
+                # In the page's transaction: a reply stored is a no_reply
+                # reminder cancelled, whatever crash comes next.
+                settle_after_page(session, linking.followups)
             if batch.cursor is not None:
                 save_cursor(session, mailbox_id, folder.id, batch.cursor)
         # After the commit, before the next page: the connector's next

@@ -12,7 +12,9 @@ def open_connector(mailbox: Any) -> Connector:
     if mailbox.kind == "local":
         from mailsync.connectors.local import LocalConnector
 
-        return LocalConnector(mailbox.path, batch_size=mailbox.batch_size)
+        return LocalConnector(
+            mailbox.path, batch_size=mailbox.batch_size, outbox=mailbox.outbox
+        )
     if mailbox.kind == "ews":
         from mailsync.connectors.ews import EwsConnector
         from mailsync.secrets import read_secret

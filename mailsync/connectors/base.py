@@ -19,7 +19,9 @@ mailbox: a connector cannot be asked to write to it.
 
 Optional capabilities, each its own protocol that the core checks with
 ``isinstance``: :class:`CategoryWriter` writes Outlook categories back;
-:class:`ChangeChecker` tells cheaply which folders changed.
+:class:`ChangeChecker` tells cheaply which folders changed;
+:class:`FollowUpWriter` puts follow-up tasks and letter drafts into the
+rep's mailbox.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from mailsync.items import ChangeBatch, Folder, FolderRole
+from mailsync.errors import MailsyncError
+from mailsync.items import ChangeBatch, Folder, FolderRole, Item
 
 
 class Connector(Protocol):
@@ -95,6 +99,74 @@ class ChangeChecker(Protocol):
         The core saves the new state only after those folders were synced,
         so that a crash checks again from the old one.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class FollowUpTask:
+    """A reminder for the rep, as a task with its reminder set.
+
+    ``key`` names the condition it is for (see :mod:`mailsync.reminders`),
+    the same on every try. ``due`` is the instant the reminder goes off;
+    ``zone`` is the rep's IANA time zone, in which ``due`` falls on the
+    task's due date. ``contact`` and ``company`` are names for Outlook's
+    Contacts and Companies fields ("" for none).
+    """
+
+    key: str
+    subject: str
+    body: str
+    due: datetime
+    zone: str
+    contact: str = ""
+    company: str = ""
+
+
+@dataclass(frozen=True)
+class LetterDraft:
+    """A letter to a contact: a draft e-mail with the filled .docx attached.
+
+    ``message_id`` is the Message-ID (no angle brackets) the draft is to
+    carry, so that the copy in Sent Items, once the rep sends it, is the
+    same activity.
+    """
+
+    key: str
+    subject: str
+    body: str
+    from_name: str
+    from_address: str
+    to_name: str
+    to_address: str
+    filename: str
+    content: bytes = field(repr=False)
+    message_id: str = ""
+
+
+class DeliveryUncertain(MailsyncError):
+    """A write whose outcome is unknown (no answer came): the item may exist.
+
+    It is not tried again, so that one reminder is never delivered twice.
+    """
+
+
+@runtime_checkable
+class FollowUpWriter(Protocol):
+    """A connector that can put follow-ups into the rep's mailbox.
+
+    Each method writes one item and returns it as the connector's own sync
+    would read it (provider id, folder, task uid, Message-ID), so that the
+    core records it as an activity and its later sync is the same activity.
+    A failure raises: a TransientError to try again later, a UserError for
+    what the admin must fix.
+    """
+
+    def save_task(self, task: FollowUpTask) -> Item:
+        """Create the task, its reminder set to ``task.due``."""
+        ...
+
+    def save_letter(self, letter: LetterDraft) -> Item:
+        """Save the draft (not sent) with the letter attached."""
         ...
 
 

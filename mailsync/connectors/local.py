@@ -13,6 +13,13 @@ The cursor of a folder is the list of files already read, each with its size
 and modification time, so a second run reads only new and changed files and
 reports the files that went away as removed. Names starting with a dot are
 never messages (``.gitkeep``, ``.DS_Store``, Dovecot's index files).
+
+Follow-ups (:class:`~mailsync.connectors.base.FollowUpWriter`) go to the
+``outbox`` folder: a task is an ``.ics`` file with a VTODO and its VALARM; a
+letter is the ``.docx`` and an ``.eml`` draft with it attached (marked
+``X-Unsent: 1``, which Outlook opens as a draft to send). File names come
+from the follow-up's key, so a second try writes the same files again
+instead of new ones.
 """
 
 from __future__ import annotations
@@ -28,9 +35,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailsync.connectors.base import role_from_name
+from mailsync.connectors.base import FollowUpTask, LetterDraft, role_from_name
 from mailsync.errors import ParseError, UserError
-from mailsync.items import ChangeBatch, Folder, FolderRole, Item, RejectedItem
+from mailsync.items import (
+    ChangeBatch,
+    Folder,
+    FolderRole,
+    Item,
+    ItemKind,
+    RejectedItem,
+    Task,
+)
 from mailsync.mime import parse_message
 
 _ROOT = "."
@@ -45,7 +60,9 @@ class _Entry:
 
 
 class LocalConnector:
-    def __init__(self, path: Path, batch_size: int = 500) -> None:
+    def __init__(
+        self, path: Path, batch_size: int = 500, outbox: Path | None = None
+    ) -> None:
         if not path.exists():
             raise UserError(
                 f"mailbox path {str(path)!r} does not exist; set `path` of the "
@@ -53,6 +70,7 @@ class LocalConnector:
             )
         self.path = path
         self.batch_size = batch_size
+        self.outbox = outbox if outbox is not None else path.parent / "outbox"
         if path.is_file():
             self.layout = "mbox"
         elif (path / "cur").is_dir() or (path / "new").is_dir():
@@ -188,6 +206,88 @@ class LocalConnector:
         batch.removed = [pid for pid in state["ids"] if pid not in still_there]
         batch.cursor = json.dumps({"stamp": stamp, "ids": current})
         yield batch
+
+    # --- follow-ups -------------------------------------------------------
+
+    def save_task(self, task: FollowUpTask) -> Item:
+        """The task as ``<key hash>.ics``: a VTODO due at ``task.due`` with a
+        display alarm then."""
+        from mailsync.calendar import calendar_of, todo
+
+        stem = _stem(task.key)
+        uid = f"{stem}@mailsync"
+        created = datetime.now(UTC)
+        entry = todo(uid, task.subject, task.body, task.due, created, task.contact)
+        self._write(f"{stem}.ics", calendar_of([entry]))
+        return Item(
+            provider_id=f"{OUTBOX.id}/{stem}.ics",
+            folder=OUTBOX,
+            kind=ItemKind.TASK,
+            subject=task.subject,
+            occurred_at=created,
+            participants=[],
+            body_text=task.body,
+            task=Task(
+                uid=uid,
+                status="NotStarted",
+                due=task.due,
+                contacts=(task.contact,) if task.contact else (),
+                companies=(task.company,) if task.company else (),
+            ),
+        )
+
+    def save_letter(self, letter: LetterDraft) -> Item:
+        """The letter as its .docx, and an .eml draft with it attached."""
+        stem = _stem(letter.key)
+        self._write(f"{stem}.docx", letter.content)
+        draft = _draft(letter)
+        self._write(f"{stem}.eml", draft)
+        item = parse_message(draft, f"{OUTBOX.id}/{stem}.eml", OUTBOX)
+        item.is_draft = True
+        return item
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Write a file whole or not at all (a crash leaves no half file)."""
+        try:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            partial = self.outbox / f".{name}.part"
+            partial.write_bytes(data)
+            os.replace(partial, self.outbox / name)
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to the outbox {self.outbox}: "
+                f"{exc.strerror or exc}; set `outbox` of the mailbox to a "
+                "folder mailsync may write"
+            ) from None
+
+
+OUTBOX = Folder("@outbox", "Outbox", FolderRole.OTHER)
+
+
+def _stem(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _draft(letter: LetterDraft) -> bytes:
+    from email.message import EmailMessage
+    from email.utils import format_datetime, formataddr
+
+    message = EmailMessage()
+    message["From"] = formataddr((letter.from_name, letter.from_address))
+    message["To"] = formataddr((letter.to_name, letter.to_address))
+    message["Subject"] = letter.subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    if letter.message_id:
+        message["Message-ID"] = f"<{letter.message_id}>"
+    message["X-Unsent"] = "1"
+    message.set_content(letter.body)
+    message.add_attachment(
+        letter.content,
+        maintype="application",
+        subtype="vnd.openxmlformats-officedocument.wordprocessingml.document",
+        filename=letter.filename,
+    )
+    return message.as_bytes()
 
 
 def _maildir_listing(base: Path) -> dict[str, _Entry]:
