@@ -37,6 +37,14 @@ Categories the core asks for are written with UpdateItem
 (:meth:`EwsConnector.write_categories`); the cursor remembers the ChangeKey
 each write gave, so that the write does not come back as a change.
 
+Follow-ups (:class:`~mailsync.connectors.base.FollowUpWriter`) are written
+with CreateItem: a task with its reminder set in the Tasks folder, a letter
+as a draft in Drafts with the .docx attached in the same request. Each is
+read back with GetItem as its folder's sync would read it. CreateItem is
+retried only after ErrorServerBusy; after a timeout or a dropped connection
+the item may exist, and :class:`~mailsync.connectors.base.DeliveryUncertain`
+says so instead of making a second one.
+
 A pull subscription on all the mailbox's folders is the cheap check between
 syncs (:meth:`EwsConnector.changed_folders`): one GetEvents names the
 folders that changed. A subscription that lapsed (idle past its timeout, or
@@ -58,6 +66,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from exchangelib import (
     BASIC,
@@ -68,9 +77,14 @@ from exchangelib import (
     Account,
     Configuration,
     Credentials,
+    EWSDate,
+    EWSDateTime,
     EWSTimeZone,
     FailFast,
+    FileAttachment,
 )
+from exchangelib import Mailbox as EwsMailboxAddress
+from exchangelib import Message as EwsMessage
 from exchangelib.errors import (
     AutoDiscoverFailed,
     ErrorAccessDenied,
@@ -105,7 +119,13 @@ from exchangelib.services import (
 from requests.exceptions import SSLError
 
 from mailsync.config import EwsMailbox
-from mailsync.connectors.base import CategoryWrites, role_from_name
+from mailsync.connectors.base import (
+    CategoryWrites,
+    DeliveryUncertain,
+    FollowUpTask,
+    LetterDraft,
+    role_from_name,
+)
 from mailsync.connectors.ews_auth import MsalCredentials, trust_ca
 from mailsync.connectors.ews_items import (
     CALENDAR_FIELDS,
@@ -575,6 +595,90 @@ class EwsConnector:
 
         return self._call("UpdateItem", call)
 
+    # --- follow-ups --------------------------------------------------------
+
+    def save_task(self, task: FollowUpTask) -> Item:
+        """CreateItem of a task in the default Tasks folder, its reminder set
+        (ReminderIsSet, ReminderDueBy) and its due date the rep's local date
+        of ``task.due``; then GetItem of it, read as the Tasks folder's sync
+        reads it (its uid is its PR_SEARCH_KEY), so that the sync finds the
+        activity recorded for it."""
+        folder = self._neutral_folder(FolderRole.TASKS)
+        due_day = task.due.astimezone(ZoneInfo(task.zone)).date()
+        ews_task = EwsTask(
+            account=self.account,
+            folder=self._folders[folder.id],
+            subject=task.subject,
+            body=task.body,
+            status="NotStarted",
+            due_date=EWSDate.from_date(due_day),
+            reminder_is_set=True,
+            reminder_due_by=EWSDateTime.from_datetime(task.due.astimezone(UTC)),
+            contacts=[task.contact] if task.contact else None,
+            companies=[task.company] if task.company else None,
+        )
+        self._create(ews_task, "a task")
+        [fetched] = self._fetch_as_sent([ews_task], EwsTask, TASK_FIELDS)
+        if isinstance(fetched, Exception):
+            raise TransientError(
+                f"mailbox {self.mailbox.address}: the task was made but cannot "
+                f"be read back: {type(fetched).__name__}"
+            )
+        return read_task(fetched, folder)
+
+    def save_letter(self, letter: LetterDraft) -> Item:
+        """CreateItem of a draft in Drafts (saved, not sent) to the contact,
+        the letter attached in the same request; then GetItem of it, read as
+        the Drafts folder's sync reads it."""
+        folder = self._neutral_folder(FolderRole.DRAFTS)
+        message = EwsMessage(
+            account=self.account,
+            folder=self._folders[folder.id],
+            subject=letter.subject,
+            body=letter.body,
+            to_recipients=[
+                EwsMailboxAddress(name=letter.to_name, email_address=letter.to_address)
+            ],
+            message_id=f"<{letter.message_id}>" if letter.message_id else None,
+        )
+        message.attach(
+            FileAttachment(
+                name=letter.filename, content=letter.content, content_type=_DOCX
+            )
+        )
+        self._create(message, "a draft")
+        [fetched] = self._fetch([message])
+        if isinstance(fetched, Exception):
+            raise TransientError(
+                f"mailbox {self.mailbox.address}: the draft was made but cannot "
+                f"be read back: {type(fetched).__name__}"
+            )
+        return self._item(fetched, folder)
+
+    def _create(self, ews_item: EwsItem, what: str) -> None:
+        """CreateItem, retried only when the server refused it unread: after
+        a dropped connection or a timeout the item may exist, and a second
+        one must not be made."""
+        try:
+            self._call("CreateItem", ews_item.save, temporary=(ErrorServerBusy,))
+        except (
+            ErrorTimeoutExpired,
+            ErrorInternalServerTransientError,
+            OSError,
+        ) as exc:
+            raise DeliveryUncertain(
+                f"mailbox {self.mailbox.address}: CreateItem of {what} got no "
+                f"answer ({type(exc).__name__}); it may have been made"
+            ) from exc
+
+    def _neutral_folder(self, role: FolderRole) -> Folder:
+        found = next((f for f in self.folders() if f.role is role), None)
+        if found is None:
+            raise UserError(
+                f"mailbox {self.mailbox.address}: no {role.value} folder was found"
+            )
+        return found
+
     # --- X500 addresses ----------------------------------------------------
 
     def _participants(self, ews_item: Any) -> list[Participant]:
@@ -626,8 +730,17 @@ class EwsConnector:
 
     # --- retries -----------------------------------------------------------
 
-    def _call(self, operation: str, call: Callable[[], T]) -> T:
-        """Run one EWS call; temporary faults are retried for this mailbox only."""
+    def _call(
+        self,
+        operation: str,
+        call: Callable[[], T],
+        temporary: tuple[type[Exception], ...] = _TEMPORARY,
+    ) -> T:
+        """Run one EWS call; temporary faults are retried for this mailbox only.
+
+        ``temporary`` narrows what is retried: a call that creates an item
+        retries only what the server refused before doing anything.
+        """
         attempt = 0
         renewed = False
         while True:
@@ -666,7 +779,7 @@ class EwsConnector:
                     f"mailbox {self.mailbox.address}: {operation} was refused: "
                     + self._missing_right()
                 ) from None
-            except _TEMPORARY as exc:
+            except temporary as exc:
                 attempt += 1
                 wait = self._wait(exc, attempt)
                 if attempt > self.mailbox.retries:
@@ -732,6 +845,7 @@ class EwsConnector:
 
 
 _AUTH_TYPES = {"basic": BASIC, "ntlm": NTLM, "oauth": OAUTH2}
+_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 def _credentials(mailbox: EwsMailbox, secret: Secret) -> Any:

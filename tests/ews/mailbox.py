@@ -142,6 +142,16 @@ class Occurrence:
 # -------------------------------------------------------------------- items
 
 
+@dataclass(frozen=True)
+class SimAttachment:
+    """A file attachment (``t:FileAttachment``); the store gives its id."""
+
+    name: str
+    content: bytes = field(repr=False)
+    content_type: str = "application/octet-stream"
+    attachment_id: str = ""
+
+
 @dataclass(eq=False)
 class SimItem:
     """What every item has. ``item_id``, ``change_key`` and ``folder_id`` are
@@ -163,6 +173,7 @@ class SimItem:
     reminder_due_by: datetime | None = None
     item_class: str | None = None
     search_key: bytes = b""
+    attachments: tuple[SimAttachment, ...] = ()
     item_id: str = ""
     change_key: str = ""
     folder_id: str = ""
@@ -397,6 +408,9 @@ class IdFactory:
     def search_key(self) -> bytes:
         """A PR_SEARCH_KEY: 16 bytes, unique, kept by a move or a copy."""
         return base64.b64decode(self._blob(b"", 16))
+
+    def attachment_id(self) -> str:
+        return self._blob(b"\x00\x00\x00\x00SIMATT\x12\x00", 42)
 
 
 # ------------------------------------------------------------------ sync
@@ -634,6 +648,10 @@ class SimMailbox:
         item.datetime_created = item.datetime_created or item.datetime_received
         item.last_modified_time = item.last_modified_time or item.datetime_created
         item.search_key = item.search_key or self._ids.search_key()
+        item.attachments = tuple(
+            replace(a, attachment_id=a.attachment_id or self._ids.attachment_id())
+            for a in item.attachments
+        )
         for occurrence in getattr(item, "modified_occurrences", ()):
             occurrence.item_id = occurrence.item_id or self._ids.item_id()
             occurrence.change_key = occurrence.change_key or self._ids.change_key()

@@ -23,7 +23,16 @@ Known differences from Exchange (each a choice, not an accident):
   always overwrite, without Exchange's per-property merge.
 - ``SoftDelete`` removes the item as ``HardDelete`` does; there is no
   Recoverable Items content. ``MoveToDeletedItems`` moves to Deleted Items.
-- Not simulated: FindItem, restrictions and sorting, attachments, extended
+- CreateItem takes file attachments inline (``t:Attachments`` of a new
+  item, as Exchange 2010 SP1 and later do) and answers each one's
+  AttachmentId; GetItem gives their AttachmentId, Name, ContentType and
+  Size (never Content), and MimeContent carries them as MIME parts. Item
+  attachments, CreateAttachment, GetAttachment and DeleteAttachment are not
+  simulated. A new item keeps the InternetMessageId it was created with.
+- A task created with ReminderIsSet and ReminderDueBy keeps both as given;
+  Exchange's reminder defaults (ReminderMinutesBeforeStart, the reminder of
+  a task with a due date and no reminder) are not applied.
+- Not simulated: FindItem, restrictions and sorting, extended
   properties other than PR_SEARCH_KEY (asked-for ones are left out),
   PermissionSet, body conversion (``BodyType`` in a shape), time zones
   (every time is UTC; the ``TimeZoneContext`` header is ignored),
@@ -86,6 +95,7 @@ from tests.ews.render import (
     FOLDER_DEFAULT_SHAPE,
     ITEM_PROPS,
     Context,
+    attachment_id_elem,
     attr_for_uri,
     build_item,
     iso,
@@ -386,7 +396,7 @@ class Operations:
             stored = self._store_new(mailbox, item, target, disposition)
             items = m("Items")
             if stored is not None:
-                items.append(render_item(stored, ["item:ItemId"], ctx, summary=True))
+                items.append(_created(stored, ctx))
             messages.append(success(op, items))
         return response(op, messages)
 
@@ -556,6 +566,20 @@ class Operations:
 # ------------------------------------------------------------------ helpers
 
 _BAD_STATE = "Synchronization state data is corrupt or otherwise invalid."
+
+
+def _created(item: SimItem, ctx: Context) -> ET.Element:
+    """A created item in the CreateItem response: its ItemId, and the
+    AttachmentId of each attachment made with it."""
+    elem = render_item(item, ["item:ItemId"], ctx, summary=True)
+    if item.attachments:
+        attachments = t("Attachments")
+        for attachment in item.attachments:
+            file = t("FileAttachment")
+            file.append(attachment_id_elem(item, attachment))
+            attachments.append(file)
+        elem.append(attachments)
+    return elem
 
 
 def _child(elem: ET.Element | None, name: str) -> ET.Element | None:

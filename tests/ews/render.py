@@ -27,6 +27,7 @@ from tests.ews.mailbox import (
     MeetingKind,
     Occurrence,
     Recurrence,
+    SimAttachment,
     SimCalendarItem,
     SimFolder,
     SimItem,
@@ -214,6 +215,35 @@ def _item_class(item: SimItem, ctx: Context) -> ET.Element:
 
 def _body(item: SimItem, ctx: Context) -> ET.Element:
     return t("Body", item.body, BodyType=item.body_type, IsTruncated="false")
+
+
+def _attachments(item: SimItem, ctx: Context) -> ET.Element | None:
+    if not item.attachments:
+        return None
+    elem = t("Attachments")
+    for attachment in item.attachments:
+        file = t("FileAttachment")
+        file.append(attachment_id_elem(item, attachment))
+        file.append(t("Name", attachment.name))
+        file.append(t("ContentType", attachment.content_type))
+        file.append(t("Size", str(len(attachment.content))))
+        file.append(t("IsInline", "false"))
+        file.append(t("IsContactPhoto", "false"))
+        elem.append(file)
+    return elem
+
+
+def attachment_id_elem(item: SimItem, attachment: SimAttachment) -> ET.Element:
+    return t(
+        "AttachmentId",
+        Id=attachment.attachment_id,
+        RootItemId=item.item_id,
+        RootItemChangeKey=item.change_key,
+    )
+
+
+def _has_attachments(item: SimItem, ctx: Context) -> ET.Element:
+    return t("HasAttachments", "true" if item.attachments else "false")
 
 
 def _size(item: SimItem, ctx: Context) -> ET.Element:
@@ -467,6 +497,7 @@ ITEM_PROPS: dict[str, Prop] = {
         Prop("item:Subject", _text("Subject", "subject")),
         Prop("item:Sensitivity", _text("Sensitivity", "sensitivity")),
         Prop("item:Body", _body, summary=False),
+        Prop("item:Attachments", _attachments, summary=False),
         Prop("item:DateTimeReceived", _time("DateTimeReceived", "datetime_received")),
         Prop("item:Size", _size),
         Prop("item:Categories", _strings("Categories", "categories"), summary=False),
@@ -484,7 +515,7 @@ ITEM_PROPS: dict[str, Prop] = {
         Prop("item:ReminderIsSet", _bool("ReminderIsSet", "reminder_is_set")),
         Prop("item:DisplayCc", _display("cc", "DisplayCc")),
         Prop("item:DisplayTo", _display("to", "DisplayTo")),
-        Prop("item:HasAttachments", _const("HasAttachments", "false", SimItem)),
+        Prop("item:HasAttachments", _has_attachments),
         Prop(SEARCH_KEY_URI, _search_key, summary=False),
         Prop("item:Culture", _const("Culture", "en-US", SimItem)),
         Prop("item:LastModifiedTime", _time("LastModifiedTime", "last_modified_time")),
@@ -783,6 +814,14 @@ def _mime_body(msg: EmailMessage, item: SimMessage, resolve: Resolver) -> None:
         msg.add_alternative(
             calendar, subtype="calendar", params={"method": _ics_method(item)}
         )
+    for attachment in item.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        msg.add_attachment(
+            attachment.content,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=attachment.name,
+        )
 
 
 def _ics_method(item: SimMeetingMessage) -> str:
@@ -887,7 +926,8 @@ def _parse_text(elem: ET.Element) -> str:
 
 
 def _parse_bool(elem: ET.Element) -> bool:
-    return (elem.text or "").strip().lower() == "true"
+    # xs:boolean is "true", "false", "1" or "0"; exchangelib sends "1".
+    return (elem.text or "").strip().lower() in ("true", "1")
 
 
 def _parse_time(elem: ET.Element) -> datetime:
@@ -1006,12 +1046,35 @@ def parse_values(elem: ET.Element) -> dict[str, Any]:
     return values
 
 
+def _parse_attachments(elem: ET.Element) -> tuple[SimAttachment, ...]:
+    """File attachments sent inline with a new item (Exchange 2010 SP1 and
+    later take them in CreateItem)."""
+    found = []
+    for child in elem:
+        if local(child) != "FileAttachment":
+            raise ValueError(f"the simulator cannot attach a {local(child)}")
+        values = {local(c): c.text or "" for c in child}
+        if not values.get("Name"):
+            raise ValueError("a FileAttachment needs a Name")
+        found.append(
+            SimAttachment(
+                name=values["Name"],
+                content=base64.b64decode(values.get("Content", "")),
+                content_type=values.get("ContentType") or "application/octet-stream",
+            )
+        )
+    return tuple(found)
+
+
 def build_item(elem: ET.Element) -> SimItem:
     """A new item from a CreateItem ``t:Message``, ``t:Task``...element."""
     cls = ITEM_TYPES.get(local(elem))
     if cls is None:
         raise ValueError(f"the simulator cannot create a {local(elem)}")
     values = parse_values(elem)
+    files = next((c for c in elem if local(c) == "Attachments"), None)
+    if files is not None:
+        values["attachments"] = _parse_attachments(files)
     if cls is SimMessage and "mime" in values:
         mime = values.pop("mime")
         return SimMessage.from_mime(mime, **values)
