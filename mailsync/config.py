@@ -236,6 +236,14 @@ class EwsMailbox(MailboxBase):
                 f"{value!r} is not a URL; give a full URL, such as "
                 "https://mail.contoso.com/EWS/Exchange.asmx"
             )
+        if value is not None and value.startswith("http://"):
+            host = urlsplit(value).hostname or ""
+            if host not in ("127.0.0.1", "::1", "localhost"):
+                raise ValueError(
+                    f"{value!r} is plain http: the password and the mail would "
+                    "cross the network in clear; use https:// (and ca_bundle "
+                    "for a private CA)"
+                )
         return value
 
     @field_validator("ca_bundle")
@@ -255,6 +263,14 @@ class EwsMailbox(MailboxBase):
             raise ValueError(
                 f"{where}: give either endpoint = the EWS URL or autodiscover = true"
             )
+        for pair in (
+            ("password_env", "password_file"),
+            ("client_secret_env", "client_secret_file"),
+        ):
+            if all(getattr(self, k) for k in pair):
+                raise ValueError(
+                    f"{where}: {pair[0]} and {pair[1]} are both set; keep one"
+                )
         if self.auth == "oauth":
             missing = [k for k in ("tenant_id", "client_id") if not getattr(self, k)]
             if missing:
@@ -600,6 +616,13 @@ def _message(error: Any) -> str:
     where = _location(error["loc"])
     kind, context = error["type"], error.get("ctx", {})
     if kind == "extra_forbidden":
+        key = str(error["loc"][-1])
+        if key.lower() in CLEAR_SECRETS:
+            # Never echo the value: it is the secret.
+            return (
+                f"{where}: a secret written in the configuration is refused; "
+                f"remove it and name it with {CLEAR_SECRETS[key.lower()]}"
+            )
         return f"{where}: unknown key; remove it or check its spelling"
     if kind == "missing":
         return f"{where}: required key is missing; add it"
@@ -622,6 +645,16 @@ def _message(error: Any) -> str:
     if kind == "too_short":
         return f"{where}: is empty; give at least one value"
     return f"{where}: {error['msg']}"
+
+
+# Keys that would hold a secret in clear, and what to write instead.
+CLEAR_SECRETS = {
+    "password": "password_env or password_file (a file of mode 600)",
+    "client_secret": "client_secret_env or client_secret_file (a file of mode 600)",
+    "secret": "password_env / client_secret_env, or the matching *_file key",
+    "token": "client_secret_env or client_secret_file; tokens are fetched, not kept",
+    "access_token": "client_secret_env or client_secret_file; tokens are fetched",
+}
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
