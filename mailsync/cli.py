@@ -293,7 +293,8 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
             report = sync_mailbox(factory, config, mailbox)
         except MailsyncError as exc:
             failed = True
-            click.echo(f"mailbox {mailbox.address}: {exc}", err=True)
+            text = str(exc).removeprefix(f"mailbox {mailbox.address}: ")
+            click.echo(f"mailbox {mailbox.address}: {text}", err=True)
             continue
         except Exception as exc:
             failed = True

@@ -260,7 +260,14 @@ def sync_mailbox(
         ).id
         linking = linking_for(config, mailbox.address, load_directory(session))
 
-    source = connector or open_connector(mailbox)
+    try:
+        source = connector or open_connector(mailbox)
+    except Exception as exc:
+        # A missing path or secret is this mailbox's error: status shows it.
+        report.error = f"{type(exc).__name__}: {exc}"
+        report.duration = time.monotonic() - started
+        _save_status(factory, mailbox_id, report)
+        raise
     try:
         for folder in source.folders():
             if folder_wanted(folder, mailbox) and (only is None or folder.id in only):
@@ -498,7 +505,8 @@ def _skip(session: Session, mailbox_id: int, skip: Skip, report: CycleReport) ->
         item.folder.name,
         "excluded",
         f"{skip.reason.value}: {skip.detail}",
-        subject=None if private else item.subject,
+        # README rule 9: a draft's subject is not kept either.
+        subject=None if private or skip.reason is ExcludeReason.DRAFT else item.subject,
         occurred_at=item.occurred_at,
     )
 

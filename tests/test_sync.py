@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync import importer
-from mailsync.config import Config
+from mailsync.config import Config, parse_config
 from mailsync.connectors.local import LocalConnector
 from mailsync.queries import history, unlinked
 from mailsync.relink import relink
@@ -183,6 +183,7 @@ def test_excluded_items_keep_a_reason_and_private_ones_no_subject(factory, conto
     with factory() as session:
         rows = {r.reason.split(":")[0]: r for r in session.scalars(select(SkippedItem))}
     assert rows["private"].subject is None
+    assert rows["draft"].subject is None  # rule 9
     assert rows["automated"].subject  # the newsletter's subject is kept
     with factory() as session:
         subjects = set(session.scalars(select(Activity.subject)))
@@ -375,3 +376,34 @@ def test_a_crash_mid_sync_loses_nothing_and_duplicates_nothing(
     sync(clean_factory, clean_config)
     assert interrupted == snapshot(clean_factory)
     engine.dispose()
+
+
+def test_a_mailbox_that_cannot_open_shows_its_error_in_status(
+    store_url, factory, monkeypatch
+):
+    from mailsync.errors import ConfigError
+    from mailsync.queries import mailbox_status
+
+    monkeypatch.delenv("MAILSYNC_UNSET_PASSWORD", raising=False)
+    config = parse_config(
+        {
+            "database": {"url": store_url},
+            "organisation": {"internal_domains": ["contoso.com"]},
+            "mailboxes": [
+                {
+                    "address": "tamara@contoso.com",
+                    "rep": "Tamara Johnston",
+                    "kind": "ews",
+                    "endpoint": "https://mail.contoso.com/EWS/Exchange.asmx",
+                    "username": "svc-mailsync@contoso.com",
+                    "password_env": "MAILSYNC_UNSET_PASSWORD",
+                }
+            ],
+        }
+    )
+    with pytest.raises(ConfigError, match="MAILSYNC_UNSET_PASSWORD is not set"):
+        sync(factory, config)
+    with factory() as session:
+        [status] = mailbox_status(session)
+    assert "MAILSYNC_UNSET_PASSWORD is not set" in (status.last_error or "")
+    assert status.last_cycle_at is not None

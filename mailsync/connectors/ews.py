@@ -781,27 +781,45 @@ class EwsConnector:
                 ) from None
             except temporary as exc:
                 attempt += 1
-                wait = self._wait(exc, attempt)
-                if attempt > self.mailbox.retries:
-                    raise TransientError(
-                        f"mailbox {self.mailbox.address}: {operation} still failing "
-                        f"after {attempt - 1} retries: {type(exc).__name__}",
-                        retry_after=wait,
-                    ) from exc
-                log.warning(
-                    "mailbox %s: %s failed (%s), attempt %d, waiting %.1fs",
-                    self.mailbox.address,
-                    operation,
-                    type(exc).__name__,
-                    attempt,
-                    wait,
-                )
-                self.sleep(wait)
+                self._pause(operation, exc, attempt)
             except TransportError as exc:
-                # exchangelib gives a failed TLS handshake as a bare TransportError.
-                if "SSL" not in str(exc) and "certificate" not in str(exc):
-                    raise
-                raise UserError(self._untrusted()) from None
+                # exchangelib gives a failed TLS handshake, and a server it
+                # cannot reach, as a bare TransportError.
+                if "SSL" in str(exc) or "certificate" in str(exc):
+                    raise UserError(self._untrusted()) from None
+                if OSError not in temporary:
+                    raise  # the call may have done its work: not retried
+                attempt += 1
+                self._pause(operation, exc, attempt, unreachable=True)
+
+    def _pause(
+        self, operation: str, exc: Exception, attempt: int, unreachable: bool = False
+    ) -> None:
+        """Wait before the next attempt, or give up with a TransientError."""
+        wait = self._wait(exc, attempt)
+        if attempt > self.mailbox.retries:
+            if unreachable:
+                first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
+                raise TransientError(
+                    f"mailbox {self.mailbox.address}: cannot reach the EWS server "
+                    f"at {self.mailbox.endpoint or 'the autodiscovered URL'} "
+                    f"({first_line}); check endpoint and that the server is up",
+                    retry_after=wait,
+                ) from exc
+            raise TransientError(
+                f"mailbox {self.mailbox.address}: {operation} still failing "
+                f"after {attempt - 1} retries: {type(exc).__name__}",
+                retry_after=wait,
+            ) from exc
+        log.warning(
+            "mailbox %s: %s failed (%s), attempt %d, waiting %.1fs",
+            self.mailbox.address,
+            operation,
+            type(exc).__name__,
+            attempt,
+            wait,
+        )
+        self.sleep(wait)
 
     def _untrusted(self) -> str:
         return (

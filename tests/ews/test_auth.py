@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from mailsync.config import EwsMailbox
 from mailsync.connectors.ews import EwsConnector
-from mailsync.errors import UserError
+from mailsync.errors import TransientError, UserError
 from mailsync.redact import install
 from mailsync.secrets import Secret
 from tests.contract import message
@@ -277,3 +277,33 @@ def test_the_default_scope_is_the_ews_servers_own() -> None:
     )
     assert mailbox.scope == "https://mail.contoso.com/.default"
     assert mailbox.service_account == f"app {CLIENT_ID}"
+
+
+def test_a_server_that_cannot_be_reached_is_named_not_a_bug() -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}/EWS/Exchange.asmx"
+    mailbox = EwsMailbox.model_validate(
+        {
+            "address": REP,
+            "rep": "Tamara Johnston",
+            "kind": "ews",
+            "endpoint": endpoint,
+            "username": SERVICE_USER,
+            "auth": "basic",
+            "password_env": "UNUSED",
+            "retries": 2,
+        }
+    )
+    waits: list[float] = []
+    with pytest.raises(TransientError) as caught:
+        connector = EwsConnector(
+            mailbox, Secret(SERVICE_PASSWORD, "t"), sleep=waits.append
+        )
+        connector.folders()
+    assert f"cannot reach the EWS server at {endpoint}" in str(caught.value)
+    assert "check endpoint" in str(caught.value)
+    assert waits == [1.0, 2.0]  # retried with back-off first
