@@ -101,6 +101,7 @@ from exchangelib.errors import (
     ErrorServerBusy,
     ErrorSubscriptionNotFound,
     ErrorTimeoutExpired,
+    ResponseMessageError,
     TransportError,
     UnauthorizedError,
 )
@@ -784,7 +785,10 @@ class EwsConnector:
                 self._pause(operation, exc, attempt)
             except TransportError as exc:
                 # exchangelib gives a failed TLS handshake, and a server it
-                # cannot reach, as a bare TransportError.
+                # cannot reach, as a bare TransportError; every server answer
+                # (ResponseMessageError) is one too, and goes to the caller.
+                if isinstance(exc, ResponseMessageError):
+                    raise
                 if "SSL" in str(exc) or "certificate" in str(exc):
                     raise UserError(self._untrusted()) from None
                 if OSError not in temporary:
