@@ -141,11 +141,18 @@ def _columns(header: list[str], kind: str, path: Path) -> dict[str, int]:
 
 
 def _vcard_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
-    """One row per card; a card that cannot be read is a bad row, not a bad file."""
+    """One row per card; a card that cannot be read is a bad row, not a bad file.
+
+    So is a card that never ends (another BEGIN:VCARD comes first) and text
+    outside any card: nothing in the file is passed over without a word.
+    """
     blocks = list(_card_blocks(text))
-    if not blocks:
+    if not any(error is None for _, _, error in blocks):
         raise UserError(f"{path}: no vCard in the file (BEGIN:VCARD ... END:VCARD)")
-    for line, block in blocks:
+    for line, block, problem in blocks:
+        if problem is not None:
+            yield Row(line, {}, error=problem)
+            continue
         try:
             card = vobject.readOne(block, ignoreUnreadable=True)
         except Exception as exc:  # vobject raises several unrelated types
@@ -155,19 +162,38 @@ def _vcard_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
         yield Row(line, _card_fields(card, kind))
 
 
-def _card_blocks(text: str) -> Iterator[tuple[int, str]]:
-    """Each BEGIN:VCARD ... END:VCARD block with the line it begins on."""
+def _card_blocks(text: str) -> Iterator[tuple[int, str, str | None]]:
+    """Each BEGIN:VCARD ... END:VCARD block with the line it begins on, or a
+    problem: a card cut off by the next BEGIN:VCARD, or stray text."""
     start, lines = 0, list[str]()
+    stray = 0
     for number, line in enumerate(text.splitlines(), start=1):
-        if line.strip().upper() == "BEGIN:VCARD":
+        begins = line.strip().upper() == "BEGIN:VCARD"
+        if begins and start:
+            yield start, "", (
+                f"this vCard has no END:VCARD before the next card on line "
+                f"{number}; add END:VCARD"
+            )
+        if begins:
             start, lines = number, []
+            stray = 0
+        elif not start and line.strip():
+            if not stray:
+                stray = number
+                yield number, "", (
+                    "text outside any vCard (not between BEGIN:VCARD and "
+                    "END:VCARD) was ignored"
+                )
+            continue
+        elif not start:
+            stray = 0
         if start:
             lines.append(line)
         if start and line.strip().upper() == "END:VCARD":
-            yield start, "\r\n".join(lines) + "\r\n"
+            yield start, "\r\n".join(lines) + "\r\n", None
             start = 0
     if start:
-        yield start, "\r\n".join(lines) + "\r\n"
+        yield start, "\r\n".join(lines) + "\r\n", None
 
 
 def _card_fields(card: Any, kind: str) -> dict[str, str]:

@@ -623,3 +623,27 @@ def test_one_bad_vcard_does_not_reject_the_file(factory, tmp_path):
         assert contact_by_address(session, "pat.coleman@tailspintoys.com").name == (
             "Pat Coleman"
         )
+
+
+def test_a_vcard_cut_off_by_the_next_and_stray_text_are_reported(tmp_path):
+    path = tmp_path / "cut.vcf"
+    path.write_text(
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Alpha Person\nEMAIL:alpha@fabrikam.com\n"
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Beta Person\nEMAIL:beta@fabrikam.com\n"
+        "END:VCARD\nsome junk here\nmore junk\n\n"
+        "BEGIN:VCARD\nVERSION:3.0\nFN:Gamma Person\nEMAIL:gamma@fabrikam.com\n"
+        "END:VCARD\n"
+    )
+    rows = list(read_rows(path, "contacts"))
+    assert [(r.line, r.error is None) for r in rows] == [
+        (1, False),
+        (5, True),
+        (10, False),
+        (13, True),
+    ]
+    assert "no END:VCARD before the next card on line 5" in (rows[0].error or "")
+    assert "text outside any vCard" in (rows[2].error or "")
+    assert [r.fields["name"] for r in rows if r.error is None] == [
+        "Beta Person",
+        "Gamma Person",
+    ]
