@@ -433,7 +433,8 @@ def _target(
 @format_option
 @pass_app
 def unlinked(app: App, fmt: str) -> None:
-    """List external addresses that matched no contact or account."""
+    """List external addresses, and names typed in tasks, that matched no contact
+    or account."""
     from mailsync.queries import unlinked as unknown
 
     with app.transaction() as session:
