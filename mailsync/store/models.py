@@ -370,3 +370,19 @@ class Reminder(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Lease(Base):
+    """Who may sync a mailbox now: one service instance, until ``expires_at``.
+
+    ``name`` is the mailbox's address, or a name that starts with ``@`` for
+    other work one instance at a time may do (``@followups``, the scheduler)
+    and for the instances themselves (``@instance:<holder>``). ``holder`` is
+    ``host:pid:random``. A holder that dies stops renewing: its leases expire.
+    """
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(400), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(300))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime, default=now)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
