@@ -53,10 +53,25 @@ Categories are written with PATCH (``If-Match`` the change key the item
 was read with, 20 to a ``$batch``): an item changed since is refused with
 412 ErrorIrresolvableConflict and not overwritten. The cursor remembers
 the change key each write gave, so the write does not come back as a change.
+
+Follow-ups (:class:`~mailsync.connectors.base.FollowUpWriter`, with
+Tasks.ReadWrite.All and Mail.ReadWrite): a reminder is a To Do task in the
+default list (``POST todo/lists/{id}/tasks``), its reminder on at the due
+instant and its due date the rep's local midnight, given in UTC; a letter
+is a draft in Drafts (``POST messages``) to the contact, carrying the
+letter's Message-ID, with the .docx as a fileAttachment in the same
+request, so that no draft is ever left without its letter (a request
+attachment is limited to 3 MB; a larger letter is refused). Each is read
+from the answer as its folder's delta reads it: the task's uid is its id,
+which the To Do delta gives again, so the next sync finds the activity
+recorded for it. A create is sent again only after a 429 or a 503; a
+timeout is :class:`~mailsync.connectors.base.DeliveryUncertain` (see
+:mod:`mailsync.connectors.graph_http`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -64,15 +79,23 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from functools import partial
 from typing import Any
 from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
 
 from mailsync.config import GraphMailbox
-from mailsync.connectors.base import CategoryWrites, role_from_name
+from mailsync.connectors.base import (
+    CategoryWrites,
+    FollowUpTask,
+    LetterDraft,
+    role_from_name,
+)
 from mailsync.connectors.graph_auth import Credential, GraphTokens
 from mailsync.connectors.graph_http import (
     MAILBOX_CONCURRENCY,
+    TIMEOUT,
     Answer,
     GraphClient,
     GraphError,
@@ -106,6 +129,8 @@ LOOK_AHEAD = timedelta(days=365)
 RENEW_WINDOW = timedelta(days=335)  # a window ending sooner is begun anew
 SEQUENCE_PROPERTY = "Integer {00062002-0000-0000-C000-000000000046} Id 0x8201"
 _FOLDER_PAGE = 250
+ATTACHMENT_LIMIT = 3 * 1024 * 1024  # Graph's limit for an attachment in a request
+_DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 _MAIL, _CALENDAR, _TASKS = "mail", "calendar", "tasks"
 # What each kind of folder needs, for messages that name the fix.
 _PERMISSIONS = {
@@ -138,6 +163,7 @@ class GraphConnector:
         mailbox: GraphMailbox,
         credential: Credential,
         sleep: Callable[[float], None] = time.sleep,
+        timeout: tuple[float, float] = TIMEOUT,
     ) -> None:
         self.mailbox = mailbox
         self.tokens = GraphTokens(mailbox, credential)
@@ -149,6 +175,7 @@ class GraphConnector:
             retries=mailbox.retries,
             max_retry_wait=mailbox.max_retry_wait,
             sleep=sleep,
+            timeout=timeout,
         )
         self._scopes: dict[str, _Scope] = {}
         # Per folder id: {item id: the change key our category write gave}.
@@ -570,6 +597,98 @@ class GraphConnector:
             headers["If-Match"] = etag
         return Request("PATCH", url, headers, {"categories": list(categories)})
 
+    # --- follow-ups --------------------------------------------------------
+
+    def save_task(self, task: FollowUpTask) -> Item:
+        """POST a To Do task to the default list, its reminder on at
+        ``task.due`` and its due date the rep's local day of it; read from
+        the answer as the list's delta reads it (its uid is its id)."""
+        folder = self._folder_of(FolderRole.TASKS, _TASKS)
+        zone = ZoneInfo(task.zone)
+        due_day = task.due.astimezone(zone).date()
+        midnight = datetime.combine(due_day, day_time(), zone)
+        body = {
+            "title": task.subject,
+            "body": {"content": task.body, "contentType": "text"},
+            "status": "notStarted",
+            "importance": "normal",
+            "isReminderOn": True,
+            "reminderDateTime": _date_time(task.due),
+            "dueDateTime": _date_time(midnight),
+        }
+        url = f"{self._user}{self._scopes[folder.id].path}/tasks"
+        entry = self._create(url, body, "POST todo/lists/tasks", _TASKS)
+        return read_task(entry, str(entry.get("id", "")), folder)
+
+    def save_letter(self, letter: LetterDraft) -> Item:
+        """POST a draft to the contact (saved in Drafts, not sent), the
+        letter attached in the same request; read from the answer as the
+        Drafts delta reads it."""
+        if len(letter.content) >= ATTACHMENT_LIMIT:
+            raise UserError(
+                f"mailbox {self.mailbox.address}: the letter {letter.filename} is "
+                f"{len(letter.content) // 1024} KB; Microsoft Graph takes an "
+                "attachment of under 3 MB in one request: make the template "
+                "smaller (its pictures, say)"
+            )
+        folder = self._folder_of(FolderRole.DRAFTS, _MAIL)
+        body: dict[str, Any] = {
+            "subject": letter.subject,
+            "body": {"contentType": "text", "content": letter.body},
+            "from": _recipient(letter.from_name, letter.from_address),
+            "toRecipients": [_recipient(letter.to_name, letter.to_address)],
+            "attachments": [
+                {
+                    "@odata.type": "#microsoft.graph.fileAttachment",
+                    "name": letter.filename,
+                    "contentType": _DOCX,
+                    "contentBytes": base64.b64encode(letter.content).decode(),
+                }
+            ],
+        }
+        if letter.message_id:
+            body["internetMessageId"] = f"<{letter.message_id}>"
+        entry = self._create(f"{self._user}/messages", body, "POST messages", _MAIL)
+        if not entry.get("sentDateTime"):
+            entry["sentDateTime"] = entry.get("createdDateTime")
+        return read_message(entry, f"{folder.id}/{entry.get('id', '')}", folder)
+
+    def _create(self, url: str, body: Any, operation: str, kind: str) -> Any:
+        headers = {"Prefer": 'IdType="ImmutableId", outlook.body-content-type="text"'}
+        try:
+            entry = self.http.create(url, operation, body, headers)
+        except GraphError as exc:
+            if exc.status == 403 and not exc.access_policy:
+                raise UserError(
+                    f"mailbox {self.mailbox.address}: app {self.mailbox.client_id} "
+                    f"lacks the application permission {_WRITE_PERMISSIONS[kind]} "
+                    f"on Microsoft Graph ({operation}: {exc.code}); add it in the "
+                    "app registration and grant admin consent"
+                ) from None
+            raise self._refused(exc, kind) from None
+        if not isinstance(entry, dict) or not entry.get("id"):
+            raise TransientError(
+                f"mailbox {self.mailbox.address}: {operation} answered without "
+                "the new item's id"
+            )
+        return entry
+
+    def _folder_of(self, role: FolderRole, kind: str) -> Folder:
+        """The folder of that role (the mail one, or the default To Do list)."""
+        found = next(
+            (
+                f
+                for f in self.folders()
+                if f.role is role and self._scopes[f.id].kind == kind
+            ),
+            None,
+        )
+        if found is None:
+            raise UserError(
+                f"mailbox {self.mailbox.address}: no {role.value} folder was found"
+            )
+        return found
+
     # --- errors and the check ----------------------------------------------
 
     def _refused(self, error: GraphError, kind: str) -> Exception:
@@ -702,6 +821,16 @@ def _window_is_old(window_end: str | None) -> bool:
         return False
     end = datetime.fromisoformat(window_end.replace("Z", "+00:00"))
     return end - datetime.now(UTC) < RENEW_WINDOW
+
+
+def _recipient(name: str, address: str) -> dict[str, Any]:
+    return {"emailAddress": {"name": name, "address": address}}
+
+
+def _date_time(value: datetime) -> dict[str, str]:
+    """A dateTimeTimeZone in UTC, which every Graph method takes."""
+    utc = value.astimezone(UTC)
+    return {"dateTime": utc.strftime("%Y-%m-%dT%H:%M:%S.0000000"), "timeZone": "UTC"}
 
 
 def _expand(prop: str) -> str:

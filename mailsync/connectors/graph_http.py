@@ -19,6 +19,12 @@ what Graph's throttling guidance asks:
 - Every other error is a :class:`GraphError` with Graph's code and message,
   for the connector to turn into advice.
 
+:meth:`GraphClient.create` (a POST that makes an item) is retried only
+after a 429 or a 503, which Graph sends before it does anything. After a
+timeout, a dropped connection or a 500, 502 or 504 the item may exist, and
+:class:`~mailsync.connectors.base.DeliveryUncertain` says so instead of
+making a second one.
+
 A link the server gives (``@odata.nextLink``, ``@odata.deltaLink``) is only
 followed on the configured Graph host: the bearer token goes nowhere else.
 Nothing here logs a token, a query string or a body.
@@ -40,6 +46,7 @@ from urllib.parse import quote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from mailsync.connectors.base import DeliveryUncertain
 from mailsync.connectors.graph_auth import GraphTokens, PinnedSession
 from mailsync.errors import TransientError, UserError
 
@@ -49,6 +56,7 @@ MAILBOX_CONCURRENCY = 4
 BATCH_LIMIT = 20  # requests in one $batch, Graph's limit
 TIMEOUT = (10.0, 120.0)  # connect, read
 _RETRIED = {429, 500, 502, 503, 504}
+_REFUSED_UNREAD = {429, 503}  # Graph did nothing: a create may be sent again
 # A dropped connection, a timeout, a body cut short.
 _BROKEN = (
     requests.ConnectionError,
@@ -144,8 +152,10 @@ class GraphClient:
         retries: int,
         max_retry_wait: float,
         sleep: Callable[[float], None] = time.sleep,
+        timeout: tuple[float, float] = TIMEOUT,
     ) -> None:
         self.address = address
+        self.timeout = timeout
         self.root = f"{graph_url.rstrip('/')}/v1.0"
         self.user = f"/users/{quote(address, safe='@')}"
         self.tokens = tokens
@@ -191,6 +201,35 @@ class GraphClient:
                 attempt += 1
                 self._wait(operation, exc.why, exc.retry_after, attempt)
 
+    def create(
+        self,
+        url: str,
+        operation: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """POST that makes an item, sent again only when Graph refused it
+        unread (429, 503); a request that may have made it raises
+        DeliveryUncertain."""
+        full = self._absolute(url)
+        attempt, renewed = 0, False
+        while True:
+            try:
+                return self._once("POST", full, operation, headers, body)
+            except _Expired:
+                if renewed:
+                    raise UserError(self._refused_token()) from None
+                renewed = True
+                self.tokens.token(force=True)
+            except _Temporary as exc:
+                if exc.status not in _REFUSED_UNREAD:
+                    raise DeliveryUncertain(
+                        f"mailbox {self.address}: {operation} got no answer "
+                        f"({exc.why}); it may have been made"
+                    ) from exc
+                attempt += 1
+                self._wait(operation, exc.why, exc.retry_after, attempt)
+
     def _once(
         self,
         method: str,
@@ -208,7 +247,7 @@ class GraphClient:
         self.slots.take(1)
         try:
             response = self.session.request(
-                method, url, headers=sent, json=body, timeout=TIMEOUT
+                method, url, headers=sent, json=body, timeout=self.timeout
             )
             data = response.content  # read it all while the slot is held
         except requests.exceptions.SSLError:
@@ -316,7 +355,7 @@ class GraphClient:
         log.debug("mailbox %s: POST /$batch (%s)", self.address, operation)
         try:
             response = self.session.post(
-                url, headers=headers, json=body, timeout=TIMEOUT
+                url, headers=headers, json=body, timeout=self.timeout
             )
             data = response.content
         except requests.exceptions.SSLError:
@@ -377,9 +416,13 @@ class GraphClient:
 
 
 class _Temporary(Exception):
-    def __init__(self, why: str, retry_after: float | None = None) -> None:
+    """A failure that may pass; ``status`` is None when no answer came."""
+
+    def __init__(
+        self, why: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(why)
-        self.why, self.retry_after = why, retry_after
+        self.why, self.retry_after, self.status = why, retry_after, status
 
 
 class _Expired(Exception):
@@ -393,7 +436,7 @@ def _decode(response: requests.Response, data: bytes, operation: str) -> Any:
     if status in _RETRIED:
         code, _ = _error_of(_json(data))
         why = f"HTTP {status} {code}".strip()
-        raise _Temporary(why, _retry_after(response.headers))
+        raise _Temporary(why, _retry_after(response.headers), status)
     if status >= 400:
         code, message = _error_of(_json(data))
         raise GraphError(status, code, message, operation)

@@ -31,6 +31,16 @@ Known differences from Microsoft Graph:
   message ids only (folders, events and tasks have one kind of id).
 - Errors carry Graph's codes and messages for the cases simulated, with a
   fixed request-id.
+- Creating: ``POST messages`` makes a draft in Drafts (text bodies only;
+  its sentDateTime and receivedDateTime are its creation time; with no
+  internetMessageId given, one is made), and takes fileAttachments in the
+  same request; ``POST messages/{id}/attachments`` and ``GET`` of them
+  know fileAttachment only (no item or reference attachments, no upload
+  session: 3 MB or more is refused with 413). ``POST todo/lists/{id}/tasks``
+  keeps the due date as the day its dateTime falls on in the user's zone,
+  and ``timeZone`` may be UTC, an IANA name or a Windows name of
+  :data:`~tests.graph.mailbox.WINDOWS_ZONES`. A property the simulator does
+  not take is refused (Graph would keep it).
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ from tests.graph.mailbox import (
     WINDOWS_ZONES,
     Address,
     Event,
+    FileAttachment,
     Instance,
     Mailbox,
     Message,
@@ -100,6 +111,29 @@ CALENDAR_WRITE = frozenset({"Calendars.ReadWrite"})
 TASKS_READ = frozenset({"Tasks.Read.All", "Tasks.ReadWrite.All"})
 TASKS_WRITE = frozenset({"Tasks.ReadWrite.All"})
 DEFAULT_PAGE = 10  # Graph's page size for messages when none is asked
+ATTACHMENT_LIMIT = 3 * 1024 * 1024  # a fileAttachment in one request
+TASK_FIELDS = {
+    "title",
+    "body",
+    "status",
+    "importance",
+    "categories",
+    "dueDateTime",
+    "isReminderOn",
+    "reminderDateTime",
+}
+DRAFT_FIELDS = {
+    "subject",
+    "body",
+    "from",
+    "toRecipients",
+    "ccRecipients",
+    "bccRecipients",
+    "replyTo",
+    "internetMessageId",
+    "categories",
+    "attachments",
+}
 
 
 class Refusal(Exception):
@@ -328,6 +362,52 @@ class Handlers:
             )
         return Reply(200, self._message(req, box, message))
 
+    def create_message(self, req: Req) -> Reply:
+        """POST messages: a draft in Drafts (201), attachments with it."""
+        box = _box(req)
+        given = _payload(req, DRAFT_FIELDS, "message")
+        body = given.get("body") or {}
+        if str(body.get("contentType", "text")).lower() != "text":
+            raise Refusal(400, "ErrorInvalidRequest", "Only text bodies here.")
+        attachments = tuple(
+            _file_attachment(box, a) for a in given.get("attachments") or ()
+        )
+        now = datetime.now(UTC)
+        message = Message(
+            subject=str(given.get("subject") or ""),
+            body=str(body.get("content") or ""),
+            author=_person(given.get("from")),
+            sender=_person(given.get("from")),
+            to=_people(given.get("toRecipients")),
+            cc=_people(given.get("ccRecipients")),
+            bcc=_people(given.get("bccRecipients")),
+            reply_to=_people(given.get("replyTo")),
+            internet_message_id=given.get("internetMessageId")
+            or f"<{box.ids.new()[4:28]}@{_HOST}>",
+            categories=tuple(given.get("categories") or ()),
+            is_draft=True,
+            is_read=True,
+            sent=now,
+            received=now,
+            attachments=attachments,
+        )
+        box.add(message, "drafts")
+        return Reply(201, self._message(req, box, message))
+
+    def add_attachment(self, req: Req) -> Reply:
+        """POST messages/{id}/attachments: a fileAttachment (201)."""
+        box = _box(req)
+        with box.lock:
+            message = _message(box, req.params["item"])
+            attachment = _file_attachment(box, req.body)
+            box.update(message, attachments=(*message.attachments, attachment))
+        return Reply(201, _attachment_json(attachment))
+
+    def list_attachments(self, req: Req) -> Reply:
+        box = _box(req)
+        message = _message(box, req.params["item"])
+        return Reply(200, {"value": [_attachment_json(a) for a in message.attachments]})
+
     # --- calendar ------------------------------------------------------------
 
     def get_calendar(self, req: Req) -> Reply:
@@ -459,6 +539,29 @@ class Handlers:
         )
         return self._delta(req, box, scope, base, dict, current, render)
 
+    def create_task(self, req: Req) -> Reply:
+        """POST todo/lists/{id}/tasks: a task in the list (201)."""
+        box = _box(req)
+        todo = box.todo_lists.get(req.params["list"])
+        if todo is None:
+            raise _not_found()
+        given = _payload(req, TASK_FIELDS, "todoTask")
+        if not str(given.get("title") or "").strip():
+            raise Refusal(400, "invalidRequest", "A task needs a title.")
+        due = _date_time_zone(given.get("dueDateTime"))
+        reminder = _date_time_zone(given.get("reminderDateTime"))
+        task = TodoTask(
+            title=str(given["title"]),
+            body=str((given.get("body") or {}).get("content") or ""),
+            status=str(given.get("status") or "notStarted"),
+            importance=str(given.get("importance") or "normal"),
+            categories=tuple(given.get("categories") or ()),
+            due=due.astimezone(ZoneInfo(box.zone)).date() if due else None,
+            reminder=reminder if given.get("isReminderOn") else None,
+        )
+        box.add_task(task, todo)
+        return Reply(201, _task_json(box, task))
+
     def patch_task(self, req: Req) -> Reply:
         box = _box(req)
         with box.lock:
@@ -583,6 +686,27 @@ ROUTES: list[Route] = [
         Handlers.get_message,
     ),
     Route(
+        "POST",
+        re.compile(f"{USER}/messages"),
+        "messages.create",
+        MAIL_WRITE,
+        Handlers.create_message,
+    ),
+    Route(
+        "POST",
+        re.compile(f"{USER}/messages/(?P<item>[^/]+)/attachments"),
+        "attachments.create",
+        MAIL_WRITE,
+        Handlers.add_attachment,
+    ),
+    Route(
+        "GET",
+        re.compile(f"{USER}/messages/(?P<item>[^/]+)/attachments"),
+        "attachments.list",
+        MAIL_READ,
+        Handlers.list_attachments,
+    ),
+    Route(
         "PATCH",
         re.compile(f"{USER}/messages/(?P<item>[^/]+)"),
         "messages.patch",
@@ -631,6 +755,14 @@ ROUTES: list[Route] = [
         "todo.tasks.delta",
         TASKS_READ,
         Handlers.tasks_delta,
+        policy=False,
+    ),
+    Route(
+        "POST",
+        re.compile(f"{USER}/todo/lists/(?P<list>[^/]+)/tasks"),
+        "todo.tasks.create",
+        TASKS_WRITE,
+        Handlers.create_task,
         policy=False,
     ),
     Route(
@@ -688,7 +820,7 @@ def _message_json(
         "categories": list(message.categories),
         "receivedDateTime": _iso(message.received),
         "sentDateTime": _iso(message.sent),
-        "hasAttachments": False,
+        "hasAttachments": any(not a.is_inline for a in message.attachments),
         "internetMessageId": message.internet_message_id,
         "subject": message.subject,
         "bodyPreview": " ".join(message.body.split())[:255],
@@ -816,7 +948,7 @@ def _task_json(box: Mailbox, task: TodoTask) -> dict[str, Any]:
     body: dict[str, Any] = {
         "@odata.etag": task.etag,
         "importance": task.importance,
-        "isReminderOn": False,
+        "isReminderOn": task.reminder is not None,
         "status": task.status,
         "title": task.title,
         "createdDateTime": _iso(task.created, seven=True),
@@ -830,6 +962,8 @@ def _task_json(box: Mailbox, task: TodoTask) -> dict[str, Any]:
         body["dueDateTime"] = _local_midnight(task.due, box.zone)
     if task.completed is not None:
         body["completedDateTime"] = _local_midnight(task.completed, box.zone)
+    if task.reminder is not None:
+        body["reminderDateTime"] = _when(task.reminder)
     return body
 
 
@@ -840,6 +974,106 @@ def _local_midnight(day: date, zone: str) -> dict[str, str]:
         "dateTime": instant.strftime("%Y-%m-%dT%H:%M:%S.0000000"),
         "timeZone": "UTC",
     }
+
+
+def _attachment_json(attachment: FileAttachment) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.fileAttachment",
+        "id": attachment.id,
+        "lastModifiedDateTime": _iso(attachment.modified),
+        "name": attachment.name,
+        "contentType": attachment.content_type,
+        "size": len(attachment.content),
+        "isInline": attachment.is_inline,
+        "contentId": None,
+        "contentLocation": None,
+        "contentBytes": base64.b64encode(attachment.content).decode(),
+    }
+
+
+def _file_attachment(box: Mailbox, given: Any) -> FileAttachment:
+    if not isinstance(given, dict):
+        raise Refusal(400, "ErrorInvalidRequest", "An attachment must be an object.")
+    kind = given.get("@odata.type")
+    if kind != "#microsoft.graph.fileAttachment":
+        raise Refusal(
+            400,
+            "ErrorInvalidRequest",
+            f"The attachment type {kind!r} is not simulated; use fileAttachment.",
+        )
+    try:
+        content = base64.b64decode(str(given["contentBytes"]), validate=True)
+    except (KeyError, ValueError):
+        raise Refusal(
+            400, "ErrorInvalidRequest", "contentBytes must be base64."
+        ) from None
+    if len(content) >= ATTACHMENT_LIMIT:
+        raise Refusal(
+            413,
+            "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+            "The attachment is 3 MB or more; use an upload session.",
+        )
+    if not str(given.get("name") or ""):
+        raise Refusal(400, "ErrorInvalidRequest", "An attachment needs a name.")
+    return FileAttachment(
+        id=box.ids.new(b"ATCH"),
+        name=str(given["name"]),
+        content_type=str(given.get("contentType") or "application/octet-stream"),
+        content=content,
+        is_inline=bool(given.get("isInline")),
+        modified=datetime.now(UTC),
+    )
+
+
+def _payload(req: Req, known: set[str], kind: str) -> dict[str, Any]:
+    """A create's JSON body; a property Graph has but the simulator does not
+    take is refused, so that a test never passes on one it ignored."""
+    if not isinstance(req.body, dict):
+        raise Refusal(400, "BadRequest", "Empty Payload. JSON content expected.")
+    unknown = sorted(k for k in req.body if not k.startswith("@") and k not in known)
+    if unknown:
+        raise Refusal(
+            400,
+            "RequestBroker--ParseUri",
+            f"The properties {unknown} of 'microsoft.graph.{kind}' are not simulated.",
+        )
+    return req.body
+
+
+def _person(value: Any) -> Address | None:
+    if not isinstance(value, dict):
+        return None
+    mailbox = value.get("emailAddress") or {}
+    address = str(mailbox.get("address") or "")
+    if "@" not in address:
+        raise Refusal(400, "ErrorInvalidRecipients", "A recipient has no address.")
+    return Address(address, str(mailbox.get("name") or ""))
+
+
+def _people(values: Any) -> tuple[Address, ...]:
+    return tuple(p for p in (_person(v) for v in values or ()) if p is not None)
+
+
+def _date_time_zone(value: Any) -> datetime | None:
+    """A dateTimeTimeZone: its dateTime in its timeZone (UTC, a Windows name
+    or an IANA name), as an instant."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value.get("dateTime"):
+        raise Refusal(400, "invalidRequest", "A dateTimeTimeZone needs a dateTime.")
+    name = str(value.get("timeZone") or "UTC")
+    windows = {w: iana for iana, w in WINDOWS_ZONES.items()}
+    try:
+        zone = ZoneInfo(windows.get(name, name))
+    except (KeyError, ValueError):
+        raise Refusal(
+            400, "invalidRequest", f"The time zone {name!r} is not supported."
+        ) from None
+    text = re.sub(r"(\.\d{6})\d+", r"\1", str(value["dateTime"]))
+    local = datetime.fromisoformat(text)
+    if local.tzinfo is not None:
+        raise Refusal(400, "invalidRequest", "dateTime carries no offset.")
+    return local.replace(tzinfo=zone).astimezone(UTC)
 
 
 def _removed(kind: str, item_id: str) -> dict[str, Any]:
@@ -1011,6 +1245,7 @@ def _iso(value: datetime | None, seven: bool = False) -> str | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOST = "AM6PR02MB4321.eurprd02.prod.outlook.com"  # where a Message-ID is made
 
 
 def encode_raw(data: bytes) -> str:

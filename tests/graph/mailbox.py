@@ -116,6 +116,18 @@ class Attendee:
 # ------------------------------------------------------------------- mail
 
 
+@dataclass(frozen=True)
+class FileAttachment:
+    """A file attached to a message (Graph's fileAttachment)."""
+
+    id: str
+    name: str
+    content_type: str
+    content: bytes = field(repr=False)
+    is_inline: bool = False
+    modified: datetime | None = None
+
+
 @dataclass(eq=False)
 class Message:
     """An e-mail; ``kind`` is ``message`` or an eventMessage type
@@ -139,6 +151,7 @@ class Message:
     headers: tuple[tuple[str, str], ...] = ()
     mime: bytes | None = None
     kind: str = "message"
+    attachments: tuple[FileAttachment, ...] = ()
     # Set by the mailbox.
     id: str = ""
     folder_id: str = ""
@@ -397,6 +410,7 @@ class TodoTask:
     completed: date | None = None
     categories: tuple[str, ...] = ()
     importance: str = "normal"
+    reminder: datetime | None = None  # isReminderOn when set
     # Set by the mailbox.
     id: str = ""
     list_id: str = ""

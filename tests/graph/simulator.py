@@ -452,8 +452,12 @@ class _Handler(BaseHTTPRequestHandler):
         promised = len(sent) if truncated and fault and fault.short else len(data)
         self.send_header("Content-Length", str(promised))
         self.send_header("request-id", "6bc0a761-534b-4850-875e-bf3adfed7f64")
-        self.end_headers()
-        self.wfile.write(sent)
+        try:
+            self.end_headers()
+            self.wfile.write(sent)
+        except OSError:  # the client went away (it timed out): nothing to say
+            self.close_connection = True
+            return
         if truncated:
             self.wfile.flush()
             self._close()
