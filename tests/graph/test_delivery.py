@@ -30,8 +30,10 @@ from docx import Document
 from sqlalchemy import select
 
 from mailsync.config import Config, FollowupsConfig, MailboxConfig, parse_config
+from mailsync.connectors.base import FollowUpTask, LetterDraft
 from mailsync.connectors.graph import GraphConnector
 from mailsync.connectors.graph_auth import Credential
+from mailsync.errors import UserError
 from mailsync.queries import history
 from mailsync.reminders.rules import Status
 from mailsync.reminders.scheduler import run_once
@@ -40,7 +42,7 @@ from mailsync.secrets import Secret
 from mailsync.store.directory import account_by_name, contact_by_address
 from mailsync.store.models import Activity, Reminder, Source
 from mailsync.sync import sync_mailbox
-from tests.graph.conftest import CLIENT_SECRET, REP, connect, settings
+from tests.graph.conftest import CLIENT_ID, CLIENT_SECRET, REP, connect, settings
 from tests.graph.mailbox import Address, Attendee, Event, Mailbox, Message
 from tests.graph.simulator import GraphSimulator
 from tests.test_followups import TEMPLATES
@@ -303,9 +305,6 @@ def test_a_create_with_no_answer_is_uncertain_and_not_sent_again(
 def test_a_letter_of_3_mb_or_more_is_refused_with_the_fix(
     graph: GraphSimulator, rep_box: Mailbox
 ) -> None:
-    from mailsync.connectors.base import LetterDraft
-    from mailsync.errors import UserError
-
     connector, _ = connect(graph)
     letter = LetterDraft(
         key="after_meeting:1",
@@ -323,3 +322,52 @@ def test_a_letter_of_3_mb_or_more_is_refused_with_the_fix(
     connector.close()
     assert drafts(rep_box) == []
     assert graph.requests["messages.create"] == 0
+
+
+def test_an_app_without_tasks_write_is_told_the_permission(
+    graph: GraphSimulator, rep_box: Mailbox
+) -> None:
+    graph.add_app(CLIENT_ID, "Mail.ReadWrite", "Tasks.Read.All")
+    connector, _ = connect(graph)
+    task = FollowUpTask(
+        key="no_reply:1",
+        subject="Follow up: Pilot quote",
+        body="Why: no reply.",
+        due=datetime(2027, 1, 15, 8, 0, tzinfo=UTC),
+        zone="Europe/Berlin",
+    )
+    with pytest.raises(UserError, match=r"Tasks\.ReadWrite\.All"):
+        connector.save_task(task)
+    connector.close()
+    assert todo(rep_box) == []
+
+
+def test_the_simulator_adds_a_file_attachment_to_a_draft(
+    graph: GraphSimulator, rep_box: Mailbox
+) -> None:
+    """POST messages/{id}/attachments, as Graph's Add attachment: 201 and the
+    fileAttachment, whose bytes GET gives back."""
+    connector, _ = connect(graph)
+    user = connector.http.user
+    draft = connector.http.create(
+        f"{user}/messages", "POST messages", {"subject": "Notes"}
+    )
+    added = connector.http.create(
+        f"{user}/messages/{draft['id']}/attachments",
+        "POST attachments",
+        {
+            "@odata.type": "#microsoft.graph.fileAttachment",
+            "name": "notes.txt",
+            "contentType": "text/plain",
+            "contentBytes": base64.b64encode(b"Scanner counts").decode(),
+        },
+    )
+    [listed] = connector.http.get(f"{user}/messages/{draft['id']}/attachments", "GET")[
+        "value"
+    ]
+    connector.close()
+    assert draft["isDraft"] is True
+    assert draft["parentFolderId"] == rep_box.folder("drafts").id
+    assert (added["name"], added["size"]) == ("notes.txt", 14)
+    assert base64.b64decode(listed["contentBytes"]) == b"Scanner counts"
+    assert rep_box.get(draft["id"]).attachments[0].name == "notes.txt"
