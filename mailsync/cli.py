@@ -316,6 +316,41 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds between change checks (default: service.check_interval).",
+)
+@click.option("--once", is_flag=True, help="Run one cycle, as `sync --once`, and exit.")
+@click.pass_context
+def run(ctx: click.Context, interval: float | None, once: bool) -> None:
+    """Run the service: check every mailbox each interval, until SIGTERM."""
+    from click.core import ParameterSource
+
+    if once:
+        ctx.invoke(sync, once=True, address=None, fmt="text")
+        return
+    from mailsync.service import Service
+
+    app = ctx.find_object(App)
+    assert app is not None
+    parent = ctx.parent
+    if parent is not None and parent.get_parameter_source("log_level") in (
+        ParameterSource.DEFAULT,
+        None,
+    ):
+        # The service's one line per mailbox cycle is at INFO.
+        logging.getLogger().setLevel(logging.INFO)
+    config = app.config
+    if not any(m.enabled for m in config.mailboxes):
+        raise UserError(
+            "no enabled mailbox to sync; add a [[mailboxes]] entry to the configuration"
+        )
+    service = Service(config, app.sessions(), app.config_path, interval)
+    sys.exit(service.run())
+
+
 @cli.group()
 def mailboxes() -> None:
     """The configured mailboxes."""

@@ -535,8 +535,27 @@ class FollowupsConfig(Strict):
         return ZoneInfo(mailbox.timezone or self.timezone)
 
 
+class ServiceConfig(Strict):
+    """The long-running service, ``mailsync run`` (``[service]``).
+
+    Every ``check_interval`` seconds each mailbox is asked what changed;
+    every ``sweep_interval`` seconds each mailbox syncs every folder
+    whatever the check said. ``workers`` cycles run at the same time. A
+    lease lives ``lease_ttl`` seconds (none: three check intervals).
+    """
+
+    check_interval: float = Field(default=60, gt=0, le=86_400)
+    sweep_interval: float = Field(default=3600, gt=0, le=7 * 86_400)
+    workers: int = Field(default=4, ge=1, le=64)
+    lease_ttl: float | None = Field(default=None, gt=0)
+
+    def ttl(self) -> float:
+        return self.lease_ttl or 3 * self.check_interval
+
+
 class Config(Strict):
     database: DatabaseConfig = DatabaseConfig()
+    service: ServiceConfig = ServiceConfig()
     organisation: OrganisationConfig
     linking: LinkingConfig = LinkingConfig()
     categories: CategoriesConfig = CategoriesConfig()

@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
@@ -38,7 +39,7 @@ from mailsync.connectors.base import (
     folder_key,
     role_from_name,
 )
-from mailsync.errors import TransientError, UserError
+from mailsync.errors import MailsyncError, TransientError, UserError
 from mailsync.identity import identity_keys
 from mailsync.items import ChangeBatch, Folder, FolderRole, Item, Role
 from mailsync.linker.addresses import normalise
@@ -66,6 +67,10 @@ from mailsync.store.history import (
 from mailsync.store.models import Cursor, Mailbox, now
 
 log = logging.getLogger(__name__)
+
+
+class CycleStopped(MailsyncError):
+    """The caller asked the cycle to stop; what was committed stays."""
 
 
 @dataclass
@@ -246,11 +251,19 @@ def sync_mailbox(
     mailbox: MailboxConfig,
     connector: Connector | None = None,
     only: set[str] | None = None,
+    *,
+    keep_open: bool = False,
+    stop: Callable[[], bool] | None = None,
+    log_cycle: bool = True,
 ) -> CycleReport:
     """One sync cycle of one mailbox: every wanted folder, page by page.
 
     ``only`` limits the cycle to the wanted folders with those ids (what a
-    change check named, see :func:`check_and_sync`).
+    change check named, see :func:`check_and_sync`). ``keep_open`` leaves
+    the connector open for the caller's next cycle. When ``stop()`` turns
+    true, the cycle ends after the page in hand is committed, with
+    :class:`CycleStopped`. ``log_cycle=False`` leaves the cycle's INFO line
+    to the caller (the service adds its own fields).
     """
     started = time.monotonic()
     report = CycleReport(mailbox=mailbox.address)
@@ -273,16 +286,18 @@ def sync_mailbox(
             if folder_wanted(folder, mailbox) and (only is None or folder.id in only):
                 report.folders += 1
                 _sync_folder_safely(
-                    factory, source, folder, mailbox_id, linking, report
+                    factory, source, folder, mailbox_id, linking, report, stop
                 )
     except Exception as exc:
         report.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        source.close()
+        if not keep_open:
+            source.close()
         report.duration = time.monotonic() - started
         _save_status(factory, mailbox_id, report)
-    log.info(report.log_line(), *report.log_args())
+    if log_cycle:
+        log.info(report.log_line(), *report.log_args())
     return report
 
 
@@ -291,6 +306,10 @@ def check_and_sync(
     config: Config,
     mailbox: MailboxConfig,
     connector: Connector | None = None,
+    *,
+    keep_open: bool = False,
+    stop: Callable[[], bool] | None = None,
+    log_cycle: bool = True,
 ) -> CycleReport:
     """A cheap change check, then a cycle of only the folders that changed.
 
@@ -305,7 +324,15 @@ def check_and_sync(
     """
     source = connector or open_connector(mailbox)
     if not isinstance(source, ChangeChecker):
-        return sync_mailbox(factory, config, mailbox, source)
+        return sync_mailbox(
+            factory,
+            config,
+            mailbox,
+            source,
+            keep_open=keep_open,
+            stop=stop,
+            log_cycle=log_cycle,
+        )
     with transaction(factory) as session:
         mailbox_id = ensure_mailbox(
             session, mailbox.address, mailbox.rep, mailbox.kind
@@ -314,15 +341,26 @@ def check_and_sync(
     try:
         changed, new_state = source.changed_folders(state)
     except BaseException:
-        source.close()
+        if not keep_open:
+            source.close()
         raise
 
     if changed is not None and not changed:
-        source.close()
+        if not keep_open:
+            source.close()
         log.debug("mailbox %s: no folder changed", mailbox.address)
         report = CycleReport(mailbox=mailbox.address)
     else:
-        report = sync_mailbox(factory, config, mailbox, source, only=changed)
+        report = sync_mailbox(
+            factory,
+            config,
+            mailbox,
+            source,
+            only=changed,
+            keep_open=keep_open,
+            stop=stop,
+            log_cycle=log_cycle,
+        )
     if report.error is None:
         with transaction(factory) as session:
             save_cursor(session, mailbox_id, SUBSCRIPTION_SCOPE, new_state)
@@ -336,6 +374,7 @@ def _sync_folder_safely(
     mailbox_id: int,
     linking: Linking,
     report: CycleReport,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Sync one folder; a folder that cannot be read does not stop the others.
 
@@ -343,8 +382,8 @@ def _sync_folder_safely(
     error) ends the mailbox's cycle instead: the next folders would fail alike.
     """
     try:
-        _sync_folder(factory, connector, folder, mailbox_id, linking, report)
-    except (TransientError, UserError):
+        _sync_folder(factory, connector, folder, mailbox_id, linking, report, stop)
+    except (TransientError, UserError, CycleStopped):
         raise
     except Exception as exc:
         log.error(
@@ -365,6 +404,7 @@ def _sync_folder(
     mailbox_id: int,
     linking: Linking,
     report: CycleReport,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     with factory() as session:
         cursor = read_cursor(session, mailbox_id, folder.id)
@@ -384,6 +424,9 @@ def _sync_folder(
         )
         report.categories_written += written.written
         report.categories_failed += written.failed
+        if stop is not None and stop():
+            # The page in hand is committed with its cursor; the next waits.
+            raise CycleStopped(f"mailbox {linking.mailbox}: stopped mid-cycle")
 
 
 def apply_batch(
