@@ -243,7 +243,9 @@ class Service:
             slot.future = None
             back_off = self._outcome(slot, future, now)
             slot.scheduled = now + self.interval
-            slot.due = now + (self.interval if back_off is None else back_off)
+            # A server's back-off postpones this mailbox only, never sooner
+            # than its interval.
+            slot.due = now + max(self.interval, back_off or 0.0)
             if slot.retired:
                 self._drop(slot)
 

@@ -380,3 +380,109 @@ def test_two_instances_on_postgresql_split_the_mailboxes(
             timeline, timeline[1:], strict=False
         ):
             assert h1 == h2 or end1 <= start2, (mailbox, h1, h2, end1, start2)
+
+
+# --- on the EWS simulator, in this process -------------------------------------
+
+from mailsync.config import parse_config  # noqa: E402
+from mailsync.service import Service  # noqa: E402
+from tests.ews.conftest import REP, SERVICE_PASSWORD  # noqa: E402
+from tests.ews.conftest import ews as ews  # noqa: E402,F401  (the fixture)
+from tests.ews.simulator import Address, Call, EwsSimulator  # noqa: E402
+from tests.ews.test_connector import settings  # noqa: E402
+from tests.ews.test_subscriptions import mail  # noqa: E402
+
+ANDY = "andy@contoso.com"
+
+
+def ews_service(url: str, sim: EwsSimulator, interval: float) -> Service:
+    sim.add_mailbox(ANDY, "Andy Carothers")
+    boxes = [
+        settings(sim, address=address, retries=0, max_retry_wait=5.0)
+        for address in (REP, ANDY)
+    ]
+    config = parse_config(
+        {
+            "database": {"url": url},
+            "organisation": {"internal_domains": ["contoso.com"]},
+            "followups": {"enabled": False},
+            "mailboxes": [box.model_dump(mode="json") for box in boxes],
+        }
+    )
+    return Service(config, opened(url), interval=interval)
+
+
+def run_for(service: Service, seconds: float) -> None:
+    """The service's loop for a while, as `run` turns it (no signals here)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        service.tick(time.monotonic())
+        time.sleep(0.02)
+
+
+def run_until_synced(service: Service, timeout: float = 30) -> None:
+    """Run the loop until every mailbox finished its first cycle."""
+    from mailsync.store.models import Mailbox
+
+    deadline = time.monotonic() + timeout
+    while True:
+        run_for(service, 0.05)
+        with service.factory() as session:
+            done = session.scalars(select(Mailbox.last_cycle_at)).all()
+        idle = all(slot.future is None for slot in service.slots.values())
+        if len(done) == 2 and all(done) and idle:
+            return
+        assert time.monotonic() < deadline, "the first cycles did not end"
+
+
+def calls_of(sim: EwsSimulator, mailbox: str) -> list[Call]:
+    return [c for c in sim.calls if c.mailbox == mailbox]
+
+
+def test_an_idle_exchange_mailbox_costs_one_get_events_a_check(
+    store_url,
+    ews,
+    monkeypatch,  # noqa: F811
+):
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    ews.mailbox(REP).add(mail(1), "inbox")
+    service = ews_service(store_url, ews, interval=0.3)
+    try:
+        run_until_synced(service)  # the first cycles: subscribe, sync every folder
+        ews.reset_counts()
+        run_for(service, 1.5)
+        # The connector stayed open: no new session, folder walk or Subscribe.
+        for mailbox in (REP, ANDY):
+            calls = calls_of(ews, mailbox)
+            assert {c.operation for c in calls} == {"GetEvents"}, calls
+            assert 3 <= len(calls) <= 6, calls  # 1.5 s at one check each 0.3 s
+        assert ews.requests.keys() == {"GetEvents"}
+
+        ews.mailbox(ANDY).add(mail(2, Address("x@fabrikam.com", "X")), "inbox")
+        run_for(service, 0.8)
+        with service.factory() as session:
+            assert "Order 2" in set(session.scalars(select(Activity.subject)))
+    finally:
+        service.shutdown()
+
+
+def test_a_throttled_mailbox_waits_its_back_off_and_the_others_go_on(
+    store_url,
+    ews,
+    monkeypatch,  # noqa: F811
+):
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    service = ews_service(store_url, ews, interval=0.3)
+    try:
+        run_until_synced(service)
+        ews.reset_counts()
+        ews.mailbox(REP).faults.server_busy(back_off_ms=2000, operation="GetEvents")
+        run_for(service, 1.5)
+        # Tamara's check was refused once and waits the 2 s asked for ...
+        assert calls_of(ews, REP) == [Call("GetEvents", REP, 500)]
+        # ... while Andy's checks go on at the interval.
+        assert len(calls_of(ews, ANDY)) >= 3
+        run_for(service, 1.2)
+        assert calls_of(ews, REP)[1:2] == [Call("GetEvents", REP, 200)]
+    finally:
+        service.shutdown()
