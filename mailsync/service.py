@@ -21,6 +21,7 @@ read is refused with the reason, and the old one stays.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -43,6 +44,11 @@ from mailsync.sync import CycleReport, CycleStopped, check_and_sync, sync_mailbo
 log = logging.getLogger(__name__)
 
 FOLLOWUPS = "@followups"
+# After SIGTERM, how long the cycles in hand may take to commit their page.
+# A worker still waiting then (a server that does not answer, a back-off
+# sleep) is abandoned: what it had not committed is simply not there, and
+# its mailbox's lease expires.
+STOP_GRACE = 8.0
 
 
 @dataclass
@@ -125,7 +131,16 @@ class Service:
                 if self.reload_wanted:
                     self.reload_wanted = False
                     self.reload()
-                self.tick(time.monotonic())
+                try:
+                    self.tick(time.monotonic())
+                except Exception as exc:  # the database is away, say
+                    log.error(
+                        "service: %s: %s; trying again in %gs",
+                        type(exc).__name__,
+                        exc,
+                        self.interval,
+                    )
+                    self.next_renew = time.monotonic() + self.interval
                 self.wake.wait(self._sleep_time(time.monotonic()))
                 self.wake.clear()
         finally:
@@ -139,8 +154,23 @@ class Service:
         self._start_due(now)
 
     def stop(self) -> None:
+        if not self.stopping.is_set():
+            watchdog = threading.Timer(STOP_GRACE, self._abandon)
+            watchdog.daemon = True
+            watchdog.start()
         self.stopping.set()
         self.wake.set()
+
+    def _abandon(self) -> None:
+        busy = [a for a, s in self.slots.items() if s.future and not s.future.done()]
+        log.warning(
+            "service: cycles of %s still waiting after %gs; exiting without "
+            "them (what they committed stays, their leases expire)",
+            ", ".join(busy) or "no mailbox",
+            STOP_GRACE,
+        )
+        logging.shutdown()
+        os._exit(0)
 
     def _sleep_time(self, now: float) -> float:
         waits = [self.next_renew - now]

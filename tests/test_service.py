@@ -7,6 +7,7 @@ Each test writes a configuration with a short check interval, starts
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -486,3 +487,34 @@ def test_a_throttled_mailbox_waits_its_back_off_and_the_others_go_on(
         assert calls_of(ews, REP)[1:2] == [Call("GetEvents", REP, 200)]
     finally:
         service.shutdown()
+
+
+def test_sigterm_exits_0_in_time_while_a_server_does_not_answer(
+    tmp_path,
+    running,
+    ews,  # noqa: F811
+    monkeypatch,
+):
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    ews.mailbox(REP).add(mail(1), "inbox")
+    url = sqlite_url(tmp_path / "ms.db")
+    factory = opened(url)
+    box = settings(ews, retries=0).model_dump(mode="json", exclude_none=True)
+    config = tmp_path / "ms.toml"
+    write_config(config, url, {})
+    with config.open("a", encoding="utf-8") as out:
+        out.write("[[mailboxes]]\n")
+        for key, value in box.items():
+            if not isinstance(value, list):
+                out.write(f"{key} = {json.dumps(value)}\n")
+    service = Running(config, tmp_path / "run.log")
+    running.append(service)
+    wait_for("the first cycle", lambda: count(factory, Activity) == 1, 60)
+
+    ews.reset_counts()
+    ews.mailbox(REP).faults.slow(20.0, operation="GetEvents")
+    wait_for("the slow check", lambda: ews.requests["GetEvents"] >= 1, 10)
+    code, took = service.stop(timeout=15)
+    assert code == 0 and took < 10, (code, took)
+    assert "still waiting after" in service.text()
+    assert count(factory, Activity) == 1
