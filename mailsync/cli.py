@@ -612,11 +612,14 @@ def _activity_link(
 @format_option
 @pass_app
 def status(app: App, fmt: str) -> None:
-    """Per mailbox: the last cycle, counts, and the items that could not be read."""
+    """Per mailbox: the last cycle, lag, counts, the next cycle, and the items
+    that could not be read."""
     from mailsync.queries import mailbox_status
 
+    config = app.config
+    enabled = {m.address for m in config.mailboxes if m.enabled}
     with app.transaction() as session:
-        rows = mailbox_status(session)
+        rows = mailbox_status(session, config.service.check_interval, enabled)
     if fmt == "json":
         emit_json([r.as_json() for r in rows])
         return
@@ -627,11 +630,34 @@ def status(app: App, fmt: str) -> None:
             f"{r.activities} activities, {r.links} links, {r.unlinked} unlinked, "
             f"{r.excluded} excluded, {len(r.rejected)} rejected"
         )
+        click.echo(f"  {_schedule_line(r.schedule)}")
         if r.last_error:
             click.echo(f"  last error: {r.last_error}")
         for item in r.rejected:
             where = f"{item['provider_id']} in {item['folder']}"
             click.echo(f"  rejected {where}: {item['reason']}")
+
+
+def _schedule_line(schedule: Any) -> str:
+    lag = schedule.lag_seconds
+    parts = [f"lag {_duration(lag)}" if lag is not None else "lag unknown (no cycle)"]
+    if schedule.newest_item_at is not None:
+        parts.append(f"newest item {schedule.newest_item_at:%Y-%m-%d %H:%M:%S}")
+    if schedule.next_cycle_at is not None:
+        parts.append(f"next cycle {schedule.next_cycle_at:%Y-%m-%d %H:%M:%S}")
+    else:
+        parts.append(f"next cycle: {schedule.next_cycle}")
+    return "; ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
 
 
 # --- follow-ups --------------------------------------------------------------

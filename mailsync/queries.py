@@ -407,8 +407,16 @@ class MailboxStatus:
     unlinked: int
     excluded: int
     rejected: list[dict[str, Any]]
+    schedule: Schedule = field(default_factory=lambda: Schedule())
 
     def as_json(self) -> dict[str, Any]:
+        return {
+            **self._counts_json(),
+            **self.schedule.as_json(),
+            "rejected_count": len(self.rejected),
+        }
+
+    def _counts_json(self) -> dict[str, Any]:
         return {
             "mailbox": self.address,
             "rep": self.rep,
@@ -424,13 +432,107 @@ class MailboxStatus:
         }
 
 
-def mailbox_status(session: Session) -> list[MailboxStatus]:
+@dataclass
+class Schedule:
+    """How far behind a mailbox is, and when the service syncs it next.
+
+    ``last_success_at`` is the last cycle without error, or, after a failed
+    one, the last time a page of this mailbox was committed. ``next_cycle_at``
+    is known only while a ``mailsync run`` instance holds the mailbox's lease
+    or is alive on this database; otherwise the mailbox is "not scheduled".
+    """
+
+    last_success_at: datetime | None = None
+    lag_seconds: float | None = None
+    newest_item_at: datetime | None = None
+    next_cycle_at: datetime | None = None
+    next_cycle: str = "not scheduled"
+    held_by: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "last_success_at": iso(self.last_success_at),
+            "lag_seconds": self.lag_seconds,
+            "newest_item_at": iso(self.newest_item_at),
+            "next_cycle_at": iso(self.next_cycle_at),
+            "next_cycle": self.next_cycle,
+            "held_by": self.held_by,
+        }
+
+
+def mailbox_status(
+    session: Session,
+    check_interval: float | None = None,
+    enabled: set[str] | None = None,
+    moment: datetime | None = None,
+) -> list[MailboxStatus]:
+    """Every mailbox's status. With the service's ``check_interval`` and the
+    ``enabled`` addresses, each also says when its next cycle runs."""
+    from mailsync.store.models import now
+
+    moment = moment or now()
     result = []
     for mailbox, rep in session.execute(
         select(Mailbox, Rep.name).join(Rep).order_by(Mailbox.address)
     ):
-        result.append(_one_status(session, mailbox, rep))
+        status = _one_status(session, mailbox, rep)
+        status.schedule = _schedule(session, mailbox, check_interval, enabled, moment)
+        result.append(status)
     return result
+
+
+def _schedule(
+    session: Session,
+    mailbox: Mailbox,
+    check_interval: float | None,
+    enabled: set[str] | None,
+    moment: datetime,
+) -> Schedule:
+    from datetime import timedelta
+
+    from mailsync.store.models import Cursor, Lease
+
+    schedule = Schedule()
+    if mailbox.last_error is None:
+        schedule.last_success_at = mailbox.last_cycle_at
+    else:
+        committed = session.scalar(
+            select(func.max(Cursor.updated_at)).where(
+                Cursor.mailbox_id == mailbox.id, ~Cursor.scope.startswith("@")
+            )
+        )
+        schedule.last_success_at = _aware(committed) if committed else None
+    if schedule.last_success_at is not None:
+        lag = (moment - schedule.last_success_at).total_seconds()
+        schedule.lag_seconds = round(max(lag, 0.0), 1)
+    newest = session.scalar(
+        select(func.max(Activity.occurred_at))
+        .join(Source, Source.activity_id == Activity.id)
+        .where(Source.mailbox_id == mailbox.id)
+    )
+    schedule.newest_item_at = _aware(newest) if newest else None
+
+    if enabled is not None and mailbox.address not in enabled:
+        schedule.next_cycle = "not scheduled (mailbox not enabled)"
+        return schedule
+    live = {
+        name: holder
+        for name, holder in session.execute(
+            select(Lease.name, Lease.holder).where(Lease.expires_at > moment)
+        )
+    }
+    schedule.held_by = live.get(mailbox.address)
+    running = schedule.held_by is not None or any(
+        name.startswith("@instance:") for name in live
+    )
+    if not running or check_interval is None:
+        return schedule
+    due = moment
+    if mailbox.last_cycle_at is not None:
+        due = max(moment, mailbox.last_cycle_at + timedelta(seconds=check_interval))
+    schedule.next_cycle_at = due
+    schedule.next_cycle = "due now" if due <= moment else "scheduled"
+    return schedule
 
 
 def _one_status(session: Session, mailbox: Mailbox, rep: str) -> MailboxStatus:

@@ -368,6 +368,13 @@ def test_listings_json_have_stable_shapes(demo):
         "unlinked",
         "excluded",
         "rejected",
+        "rejected_count",
+        "last_success_at",
+        "lag_seconds",
+        "newest_item_at",
+        "next_cycle_at",
+        "next_cycle",
+        "held_by",
     }
 
 
