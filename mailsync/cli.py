@@ -372,6 +372,52 @@ def mailboxes_test(app: App, address: str) -> None:
         click.echo(f"ok: {line}")
 
 
+@mailboxes.command("preview")
+@click.argument("address")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Stop after reading about N items (the summary says it is partial).",
+)
+@format_option
+@pass_app
+def mailboxes_preview(app: App, address: str, limit: int | None, fmt: str) -> None:
+    """A dry run of ADDRESS's back-fill: what would be linked, wait as
+    unlinked, or be excluded and why. Writes nothing, here or in the mailbox."""
+    from mailsync.connectors import open_connector
+    from mailsync.reports import preview
+
+    mailbox = app.config.mailbox(address)
+    connector = open_connector(mailbox)
+    try:
+        with app.sessions()() as session:
+            result = preview(session, app.config, mailbox, connector, limit)
+            session.rollback()
+    finally:
+        connector.close()
+    if fmt == "json":
+        emit_json(result.as_json())
+        return
+    for row in result.rows:
+        click.echo(_outcome_line(row))
+    summary = result.summary()
+    partial = "" if summary["complete"] else f" (stopped after {limit} items)"
+    click.echo(
+        f"{result.mailbox}: {summary['items']} items{partial}: "
+        f"{summary['linked']} linked, {summary['unlinked']} unlinked, "
+        f"{summary['excluded']} excluded, {summary['rejected']} rejected; "
+        f"{summary['activities']} activities"
+    )
+    for reason, count in sorted(summary["excluded_by"].items()):
+        click.echo(f"  excluded as {reason}: {count}")
+
+
+def _outcome_line(row: Any) -> str:
+    when = f"{row.occurred_at:%Y-%m-%d}" if row.occurred_at else "----------"
+    subject = row.subject if row.subject is not None else "(subject not shown)"
+    return f"{when} {row.folder}: {subject}: {row.outcome}: {row.explanation()}"
+
+
 # --- history ---------------------------------------------------------------
 
 
@@ -658,6 +704,116 @@ def _duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+# --- reports ----------------------------------------------------------------
+
+
+day_type = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value is not None else None
+
+
+@cli.group()
+def report() -> None:
+    """Reports: how each item was filed, and activity per account and rep."""
+
+
+@report.command("reconcile")
+@click.option("--mailbox", "address", required=True, help="The mailbox's address.")
+@click.option("--since", type=day_type, help="Only items from this day (UTC) on.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="Output format.",
+)
+@pass_app
+def report_reconcile(app: App, address: str, since: datetime | None, fmt: str) -> None:
+    """Every item seen in a mailbox: linked, unlinked, excluded or rejected,
+    with the rule or the reason."""
+    from mailsync import reports
+
+    with app.transaction() as session:
+        rows = reports.reconcile(session, normalise(address) or address, _utc(since))
+    if fmt == "json":
+        emit_json(
+            {
+                "mailbox": address,
+                "items": [r.as_json() for r in rows],
+                "summary": reports.summarise(rows),
+            }
+        )
+    elif fmt == "csv":
+        click.echo(reports.reconcile_csv(rows), nl=False)
+    else:
+        for row in rows:
+            removed = " (removed from the mailbox)" if row.removed else ""
+            click.echo(_outcome_line(row) + removed)
+        summary = reports.summarise(rows)
+        click.echo(
+            f"{address}: {summary['items']} items: {summary['linked']} linked, "
+            f"{summary['unlinked']} unlinked, {summary['excluded']} excluded, "
+            f"{summary['rejected']} rejected"
+        )
+
+
+@report.command("activity")
+@click.option("--since", type=day_type, help="The period's first day (UTC).")
+@click.option("--until", type=day_type, help="The day after the period (default: now).")
+@click.option(
+    "--dormant-days",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    help="List the accounts with no activity in the N days before --until.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "html"]),
+    default="csv",
+    show_default=True,
+    help="CSV, or an HTML page with a chart.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write to this file.")
+@pass_app
+def report_activity(
+    app: App,
+    since: datetime | None,
+    until: datetime | None,
+    dormant_days: int,
+    fmt: str,
+    out: str | None,
+) -> None:
+    """E-mails in and out, meetings and tasks per account and per rep, and
+    the accounts gone quiet."""
+    from mailsync import reports
+    from mailsync.store.models import now
+
+    end = _utc(until) or now()
+    start = _utc(since)
+    if start is not None and start >= end:
+        raise UserError("--since must be before --until; swap the two dates")
+    with app.transaction() as session:
+        result = reports.activity_report(session, start, end, dormant_days)
+    text = (
+        reports.activity_html(result) if fmt == "html" else reports.activity_csv(result)
+    )
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out}: {exc.strerror}") from None
+    click.echo(f"report written to {out}")
 
 
 # --- follow-ups --------------------------------------------------------------

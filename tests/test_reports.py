@@ -12,19 +12,29 @@ two messages and Sam's note link to no one.
 
 from __future__ import annotations
 
+import base64
+import csv
 import hashlib
+import io
+import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from exchangelib.protocol import close_connections
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync import leases
 from mailsync.cli import cli
+from mailsync.connectors import open_connector
+from mailsync.reports import preview
 from mailsync.store.models import Base
 from tests.conftest import CONTOSO
+from tests.ews.conftest import ews, rep_mailbox  # noqa: F401 (fixtures)
+from tests.ews.simulator import EwsSimulator, SimMailbox
 from tests.test_cli import MAILBOX, Mailsync, write_config
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -126,3 +136,304 @@ def test_status_after_a_failed_cycle_keeps_the_last_commit_as_success(
     # The last page committed was in the good cycle, not after it.
     assert failed["last_success_at"] is not None
     assert failed["last_success_at"] <= good["last_cycle_at"]
+
+
+# --- preview -----------------------------------------------------------------
+
+
+def maildir_state(root: Path) -> list[tuple[str, int, int]]:
+    return sorted(
+        (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+    )
+
+
+def test_preview_says_what_the_backfill_would_do_and_writes_nothing(
+    crm, factory, store_url, contoso_maildir
+):
+    counts, digest = table_counts(factory), file_hash(store_url)
+    files = maildir_state(contoso_maildir)
+
+    result = crm.json("mailboxes", "preview", MAILBOX)
+    text = crm("mailboxes", "preview", MAILBOX).output
+
+    assert table_counts(factory) == counts
+    assert file_hash(store_url) == digest
+    assert maildir_state(contoso_maildir) == files
+    assert result["summary"] == {
+        "items": 38,
+        "linked": 27,
+        "unlinked": 3,
+        "excluded": 8,
+        "rejected": 0,
+        "excluded_by": EXCLUDED_BY,
+        "activities": 29,
+        "complete": True,
+    }
+    rows = result["items"]
+    (wifi,) = by_subject(rows, WIFI)
+    assert targets(wifi) == {("account", "Tailspin Toys", "domain")}
+    # Thread 7/7, from Andy's personal address: linked only through the thread.
+    (home,) = [
+        r
+        for r in rows
+        if r["subject"] == "Re: Tailspin Toys: warehouse scanning pilot"
+        and r["folder"] == "Inbox"
+        and all(x["rule"] == "thread" for x in r["links"])
+        and r["links"]
+    ]
+    assert {x["name"] for x in home["links"]} == {
+        "Tailspin Toys",
+        "Andy Carothers",
+        "Lorraine Nay",
+    }
+    quotes = by_subject(rows, "Quote request: handheld scanners for three stores")
+    assert [q["outcome"] for q in quotes] == ["unlinked"]
+    excluded = [r for r in rows if r["outcome"] == "excluded"]
+    private = [r for r in excluded if r["reason"].startswith("private")]
+    draft = [r for r in excluded if r["reason"].startswith("draft")]
+    assert [r["subject"] for r in private + draft] == [None, None]
+    assert any(
+        r["subject"].startswith("Toy Retail Weekly")
+        for r in excluded
+        if r["reason"].startswith("automated")
+    )
+    assert "38 items: 27 linked, 3 unlinked, 8 excluded, 0 rejected" in text
+    assert "excluded as internal_only: 4" in text
+
+    # Nothing was kept: the real back-fill still finds everything new.
+    (report,) = crm.json("sync", "--once")
+    assert (report["items"], report["new"], report["excluded"]) == (38, 29, 8)
+
+
+def test_preview_agrees_with_the_sync_item_by_item(crm):
+    planned = crm.json("mailboxes", "preview", MAILBOX)["items"]
+    crm("sync", "--once")
+    seen = crm.json("report", "reconcile", "--mailbox", MAILBOX)["items"]
+
+    def outcomes(rows: list[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+        return {r["provider_id"]: (r["outcome"], targets(r)) for r in rows}
+
+    assert outcomes(planned) == outcomes(seen)
+
+
+def test_preview_limit_stops_early_and_says_so(crm):
+    result = crm.json("mailboxes", "preview", MAILBOX, "--limit", "5")
+
+    assert result["summary"]["complete"] is False
+    assert 5 <= result["summary"]["items"] < 38
+
+
+def test_preview_of_an_unknown_mailbox_is_a_user_error(crm):
+    message = crm.fails("mailboxes", "preview", "nobody@contoso.com")
+    assert "no mailbox 'nobody@contoso.com'" in message
+
+
+@pytest.fixture
+def _close_sessions() -> Iterator[None]:
+    yield
+    close_connections()
+
+
+def test_preview_on_exchange_sends_no_write_and_writes_nothing(
+    _close_sessions: None,
+    factory: Any,
+    store_url: str,
+    ews: EwsSimulator,  # noqa: F811 (the fixture)
+    rep_mailbox: SimMailbox,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.ews.conftest import SERVICE_PASSWORD
+    from tests.ews.test_connector import contoso_on_exchange, store_config
+    from tests.test_sync import import_crm
+
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    config = store_config(store_url, ews)
+    import_crm(factory, config)
+    contoso_on_exchange(ews, rep_mailbox)
+    counts, digest = table_counts(factory), file_hash(store_url)
+    states = {i: getattr(i, "categories", None) for i in rep_mailbox.items.values()}
+    ews.reset_counts()
+
+    connector = open_connector(config.mailboxes[0])
+    try:
+        with factory() as session:
+            result = preview(session, config, config.mailboxes[0], connector)
+            session.rollback()
+    finally:
+        connector.close()
+
+    assert result.summary() == {
+        "items": 38,
+        "linked": 27,
+        "unlinked": 3,
+        "excluded": 8,
+        "rejected": 0,
+        "excluded_by": EXCLUDED_BY,
+        "activities": 29,
+        "complete": True,
+    }
+    assert ews.requests["SyncFolderItems"] > 0
+    writes = {"UpdateItem", "CreateItem", "DeleteItem", "MoveItem", "SendItem"}
+    assert not writes & set(ews.requests)
+    assert {i: getattr(i, "categories", None) for i in rep_mailbox.items.values()} == (
+        states
+    )
+    assert table_counts(factory) == counts
+    assert file_hash(store_url) == digest
+
+
+# --- reconcile ---------------------------------------------------------------
+
+
+def test_reconcile_gives_every_item_with_its_outcome_and_rule(synced):
+    result = synced.json("report", "reconcile", "--mailbox", MAILBOX)
+    rows = result["items"]
+
+    assert result["summary"] == {
+        "items": 38,
+        "linked": 27,
+        "unlinked": 3,
+        "excluded": 8,
+        "rejected": 0,
+        "excluded_by": EXCLUDED_BY,
+    }
+    (wifi,) = by_subject(rows, WIFI)
+    assert targets(wifi) == {("account", "Tailspin Toys", "domain")}
+    assert (wifi["folder"], wifi["date"]) == ("Inbox", wifi["date"])
+    assert wifi["date"].startswith("2026-10-12")
+    unlinked = {r["subject"] for r in rows if r["outcome"] == "unlinked"}
+    assert unlinked == {
+        "Quote request: handheld scanners for three stores",
+        "Re: Quote request: handheld scanners for three stores",
+        "Quick hello - supply chain consulting",
+    }
+    reasons = {r["reason"].split(":")[0]: r for r in rows if r["outcome"] == "excluded"}
+    assert reasons["private"]["subject"] is None
+    assert reasons["draft"]["subject"] is None
+    assert reasons["draft"]["folder"] == "Drafts"
+    assert "Lakefront" not in json.dumps(result)
+    assert "Kickoff and first invoice" not in json.dumps(result)
+
+
+def test_reconcile_since_and_csv(synced):
+    recent = synced.json(
+        "report", "reconcile", "--mailbox", MAILBOX, "--since", "2026-11-01"
+    )
+    # From 1 November: five Inbox items (two excluded), two Tailspin, three
+    # Sent (one excluded), the draft, and the meeting of 10 November from
+    # both its invitation and its acceptance.
+    assert recent["summary"] == {
+        "items": 12,
+        "linked": 7,
+        "unlinked": 1,
+        "excluded": 4,
+        "rejected": 0,
+        "excluded_by": {"draft": 1, "automated": 1, "internal_only": 2},
+    }
+
+    out = synced("report", "reconcile", "--mailbox", MAILBOX, "--format", "csv")
+    table = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(table) == 38
+    (wifi,) = [r for r in table if r["subject"] == WIFI]
+    assert (wifi["outcome"], wifi["rules"]) == (
+        "linked",
+        "account Tailspin Toys (domain)",
+    )
+
+
+def test_reconcile_lists_rejected_items_with_their_reason(crm, contoso_maildir):
+    (contoso_maildir / "cur" / "1799000000.M1P1.contoso-srv").write_bytes(b"")
+    crm("sync", "--once")
+
+    result = crm.json("report", "reconcile", "--mailbox", MAILBOX)
+    (rejected,) = [r for r in result["items"] if r["outcome"] == "rejected"]
+
+    assert result["summary"]["rejected"] == 1
+    assert rejected["provider_id"].endswith("1799000000.M1P1.contoso-srv")
+    assert rejected["reason"] == "empty file"
+    assert ISO_UTC.fullmatch(rejected["date"])  # when it was seen
+
+
+def test_reconcile_of_a_mailbox_never_synced_names_the_fix(crm):
+    message = crm.fails("report", "reconcile", "--mailbox", "nobody@contoso.com")
+    assert "mailsync init" in message
+
+
+# --- activity ----------------------------------------------------------------
+
+
+def test_activity_csv_per_account_and_rep_with_dormant_accounts(synced):
+    out = synced(
+        "report",
+        "activity",
+        "--since",
+        "2026-09-01",
+        "--until",
+        "2026-12-01",
+        "--dormant-days",
+        "30",
+    ).stdout
+    rows = {(r["scope"], r["name"]): r for r in csv.DictReader(io.StringIO(out))}
+
+    def counts(row: dict[str, str]) -> tuple[int, ...]:
+        keys = ("emails_in", "emails_out", "meetings", "tasks", "total")
+        return tuple(int(row[k]) for k in keys)
+
+    tailspin = rows[("account", "Tailspin Toys")]
+    assert counts(tailspin) == (15, 6, 1, 0, 22)
+    # Signed order form, Tue, 24 Nov 2026 14:20:00 -0600.
+    assert (tailspin["last_activity"], tailspin["dormant"]) == (
+        "2026-11-24T20:20:00Z",
+        "no",
+    )
+    fabrikam = rows[("account", "Fabrikam, Inc.")]
+    assert counts(fabrikam) == (3, 2, 0, 0, 5)
+    assert fabrikam["dormant"] == "yes"  # last on 25 September
+    wingtip = rows[("account", "Wingtip Toys")]
+    assert (counts(wingtip), wingtip["dormant"]) == ((1, 1, 0, 0, 2), "yes")
+    assert counts(rows[("rep", "Tamara Johnston")]) == (19, 9, 1, 0, 29)
+
+
+def test_activity_period_counts_only_what_occurred_in_it(synced):
+    out = synced(
+        "report", "activity", "--since", "2026-11-01", "--until", "2026-12-01"
+    ).stdout
+    rows = {(r["scope"], r["name"]): r for r in csv.DictReader(io.StringIO(out))}
+
+    def counts(row: dict[str, str]) -> tuple[int, ...]:
+        return tuple(int(row[k]) for k in ("emails_in", "emails_out", "meetings"))
+
+    assert counts(rows[("account", "Tailspin Toys")]) == (4, 1, 1)
+    assert counts(rows[("account", "Fabrikam, Inc.")]) == (0, 0, 0)
+    assert counts(rows[("rep", "Tamara Johnston")]) == (5, 1, 1)
+
+
+def test_activity_html_is_one_page_with_the_chart_embedded(synced, tmp_path):
+    page = tmp_path / "activity.html"
+    result = synced(
+        "report",
+        "activity",
+        "--until",
+        "2026-12-01",
+        "--format",
+        "html",
+        "--out",
+        str(page),
+    )
+
+    assert str(page) in result.output
+    text = page.read_text(encoding="utf-8")
+    (png,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert base64.b64decode(png).startswith(b"\x89PNG\r\n\x1a\n")
+    assert "Tailspin Toys" in text and "Fabrikam, Inc." in text
+    dormant = text.split("No activity for 30 days", 1)[1]
+    assert "Fabrikam, Inc." in dormant and "Wingtip Toys" in dormant
+    assert "Tailspin Toys" not in dormant
+
+
+def test_activity_with_the_dates_swapped_is_a_user_error(synced):
+    message = synced.fails(
+        "report", "activity", "--since", "2026-12-01", "--until", "2026-11-01"
+    )
+    assert "--since must be before --until" in message
