@@ -32,6 +32,7 @@ from mailsync.cli import cli
 from mailsync.connectors import open_connector
 from mailsync.reports import preview
 from mailsync.store.models import Base
+from mailsync.sync import sync_mailbox
 from tests.conftest import CONTOSO
 from tests.ews.conftest import ews, rep_mailbox  # noqa: F401 (fixtures)
 from tests.ews.simulator import EwsSimulator, SimMailbox
@@ -119,6 +120,42 @@ def test_status_gives_lag_newest_item_and_next_cycle(synced, factory):
         last = datetime.fromisoformat(held["last_cycle_at"].replace("Z", "+00:00"))
         due = datetime.fromisoformat(held["next_cycle_at"].replace("Z", "+00:00"))
         assert due - last == timedelta(seconds=60)
+
+
+def test_next_cycle_is_one_check_interval_after_the_last_while_a_service_runs(
+    synced, factory
+):
+    from datetime import timedelta
+
+    from mailsync.queries import mailbox_status
+
+    def schedule(moment_after: float, enabled: set[str] | None = None) -> Any:
+        with factory() as session:
+            (row,) = mailbox_status(session, 60, enabled or {MAILBOX})
+            last = row.last_cycle_at
+            moment = last + timedelta(seconds=moment_after)
+            (row,) = mailbox_status(session, 60, enabled or {MAILBOX}, moment)
+            return last, moment, row.schedule
+
+    _, _, idle = schedule(10)
+    assert (idle.next_cycle, idle.next_cycle_at) == ("not scheduled", None)
+
+    leases.acquire(factory, leases.INSTANCE_PREFIX + "host:1:abcd", "host:1:abcd", 600)
+    last, _, soon = schedule(10)
+    assert (soon.next_cycle, soon.next_cycle_at) == (
+        "scheduled",
+        last + timedelta(seconds=60),
+    )
+    assert soon.lag_seconds == 10.0
+    _, moment, late = schedule(120)
+    assert (late.next_cycle, late.next_cycle_at) == ("due now", moment)
+    assert late.lag_seconds == 120.0
+    _, _, off = schedule(10, enabled={"someone@contoso.com"})
+    assert off.next_cycle == "not scheduled (mailbox not enabled)"
+
+    # A service that died: its leases expired, nothing is scheduled.
+    _, _, dead = schedule(700)
+    assert (dead.next_cycle, dead.held_by) == ("not scheduled", None)
 
 
 def test_status_after_a_failed_cycle_keeps_the_last_commit_as_success(
@@ -281,6 +318,11 @@ def test_preview_on_exchange_sends_no_write_and_writes_nothing(
     )
     assert table_counts(factory) == counts
     assert file_hash(store_url) == digest
+
+    # The same mailbox synced for real writes its categories back: the
+    # preview above would have shown them.
+    sync_mailbox(factory, config, config.mailboxes[0])
+    assert ews.requests["UpdateItem"] > 0
 
 
 # --- reconcile ---------------------------------------------------------------
