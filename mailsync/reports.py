@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from mailsync.config import Config, MailboxConfig
 from mailsync.connectors.base import Connector
-from mailsync.items import Item
+from mailsync.items import Folder, Item
 from mailsync.linker.rules import Target, direct_links
 from mailsync.linker.screen import ExcludeReason
 from mailsync.queries import iso
@@ -41,7 +41,7 @@ from mailsync.store.models import (
     SkippedItem,
     Source,
 )
-from mailsync.sync import Skip, folder_wanted, linking_for, plan_item
+from mailsync.sync import Linking, Skip, folder_wanted, linking_for, plan_item
 
 OUTCOMES = ("linked", "unlinked", "excluded", "rejected")
 # Reasons whose item keeps no subject in the history (README rules 9 and 15).
@@ -149,8 +149,8 @@ def preview(
 
 def _read_folder(
     connector: Connector,
-    folder: Any,
-    linking: Any,
+    folder: Folder,
+    linking: Linking,
     rows: list[ItemOutcome],
     plans: list[tuple[ItemOutcome, ItemPlan]],
     limit: int | None,
