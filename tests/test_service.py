@@ -38,11 +38,12 @@ def write_config(
     interval: float = 0.5,
     ttl: float | None = None,
     batch_size: int = 500,
+    followups: bool = False,
 ) -> Path:
     lines = [
         f'[database]\nurl = "{url}"\n',
         '[organisation]\ninternal_domains = ["contoso.com"]\n',
-        "[followups]\nenabled = false\n",
+        f"[followups]\nenabled = {str(followups).lower()}\n",
         f"[service]\ncheck_interval = {interval}\n",
     ]
     if ttl is not None:
@@ -244,6 +245,14 @@ def test_sighup_keeps_a_broken_config_and_takes_a_good_one(tmp_path, running):
         lambda: "mailbox andy@contoso.com: 4 folders, 38" in service.text(),
     )
     assert "configuration reloaded: 2 mailboxes" in service.text()
+
+    # A mailbox taken out stops, and its lease is given back.
+    write_config(path, url, {"andy@contoso.com": andy})
+    service.process.send_signal(signal.SIGHUP)
+    wait_for("the reload", lambda: "reloaded: 1 mailboxes" in service.text(), 10)
+    with factory() as session:
+        leased = set(session.scalars(select(Lease.name)))
+    assert "tamara@contoso.com" not in leased and "andy@contoso.com" in leased
     code, _took = service.stop()
     assert code == 0
     with factory() as session:
@@ -332,7 +341,9 @@ def test_two_instances_on_postgresql_split_the_mailboxes(
     boxes = {
         f"rep{n}@contoso.com": copy_contoso(tmp_path / f"rep{n}") for n in range(4)
     }
-    config = write_config(tmp_path / "ms.toml", url, boxes, interval=0.5, ttl=10)
+    config = write_config(
+        tmp_path / "ms.toml", url, boxes, interval=0.5, ttl=10, followups=True
+    )
     clean_url = sqlite_url(tmp_path / "clean.db")
     clean = opened(clean_url)
     clean_config = write_config(tmp_path / "clean.toml", clean_url, boxes)
@@ -369,6 +380,8 @@ def test_two_instances_on_postgresql_split_the_mailboxes(
     logs = {holder_of(s.text()): s.text() for s in (a, b)}
     spans = {h: cycles(text, h) for h, text in logs.items()}
     assert all(spans.values()), "one instance synced nothing"
+    # The follow-up scheduler ran in one of them only.
+    assert sum("scheduler started" in text for text in logs.values()) == 1
     for mailbox in boxes:
         timeline = sorted(
             (start, end, h)
@@ -396,7 +409,9 @@ from tests.ews.test_subscriptions import mail  # noqa: E402
 ANDY = "andy@contoso.com"
 
 
-def ews_service(url: str, sim: EwsSimulator, interval: float) -> Service:
+def ews_service(
+    url: str, sim: EwsSimulator, interval: float, sweep: float = 3600
+) -> Service:
     sim.add_mailbox(ANDY, "Andy Carothers")
     boxes = [
         settings(sim, address=address, retries=0, max_retry_wait=5.0)
@@ -407,6 +422,7 @@ def ews_service(url: str, sim: EwsSimulator, interval: float) -> Service:
             "database": {"url": url},
             "organisation": {"internal_domains": ["contoso.com"]},
             "followups": {"enabled": False},
+            "service": {"sweep_interval": sweep},
             "mailboxes": [box.model_dump(mode="json") for box in boxes],
         }
     )
@@ -518,3 +534,47 @@ def test_sigterm_exits_0_in_time_while_a_server_does_not_answer(
     assert code == 0 and took < 10, (code, took)
     assert "still waiting after" in service.text()
     assert count(factory, Activity) == 1
+
+
+def test_a_sweep_syncs_every_folder_at_its_interval(
+    store_url,
+    ews,  # noqa: F811
+    monkeypatch,
+    caplog,
+):
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    service = ews_service(store_url, ews, interval=0.3, sweep=1.5)
+    try:
+        run_until_synced(service)
+        from mailsync.store.models import Mailbox
+
+        with service.factory() as session:
+            counts = session.scalars(select(Mailbox.last_counts)).all()
+        folders = {json.loads(c)["folders"] for c in counts if c}
+        ews.reset_counts()
+        caplog.set_level("INFO", logger="mailsync.service")
+        deadline = time.monotonic() + 10
+        while sum(", sweep" in r.getMessage() for r in caplog.records) < 2:
+            assert time.monotonic() < deadline, "no sweep"
+            run_for(service, 0.05)
+    finally:
+        service.shutdown()
+    # Idle checks, then one sweep each: a SyncFolderItems for every folder,
+    # though GetEvents named none.
+    [synced] = folders  # what a first cycle synced, the same in both
+    assert synced > 1
+    for mailbox in (REP, ANDY):
+        operations = [c.operation for c in calls_of(ews, mailbox)]
+        assert "GetEvents" in operations
+        assert operations.count("SyncFolderItems") == synced, operations
+    assert sum(", sweep" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_run_once_is_one_cycle_as_sync_once(tmp_path):
+    maildir = copy_contoso(tmp_path / "maildir")
+    url = sqlite_url(tmp_path / "ms.db")
+    factory = opened(url)
+    config = write_config(tmp_path / "ms.toml", url, {"tamara@contoso.com": maildir})
+    done = mailsync(config, "run", "--once")
+    assert "38 items" in done.stdout
+    assert count(factory, Activity) == 29
