@@ -38,6 +38,7 @@ from mailsync.config import Config, MailboxConfig, load_config
 from mailsync.connectors import open_connector
 from mailsync.connectors.base import ChangeChecker, Connector
 from mailsync.errors import TransientError, UserError
+from mailsync.metrics import Metrics
 from mailsync.store.db import masked
 from mailsync.sync import CycleReport, CycleStopped, check_and_sync, sync_mailbox
 
@@ -96,6 +97,7 @@ class Service:
         self.scheduler: Any = None
         self.share = len(self._enabled())
         self.next_renew = 0.0
+        self.metrics = Metrics()
         self._add_slots(time.monotonic())
 
     # --- settings ----------------------------------------------------------
@@ -116,6 +118,7 @@ class Service:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; the exit code."""
         self._install_signals()
+        self.metrics.serve(lambda: self.config)
         log.info(
             "service %s started on %s: %d mailboxes, a check every %gs, a sweep "
             "every %gs, %d workers",
@@ -128,6 +131,9 @@ class Service:
         )
         try:
             while not self.stopping.is_set():
+                # Cleared before the tick: a cycle that ends during it wakes
+                # the next wait at once.
+                self.wake.clear()
                 if self.reload_wanted:
                     self.reload_wanted = False
                     self.reload()
@@ -142,7 +148,6 @@ class Service:
                     )
                     self.next_renew = time.monotonic() + self.interval
                 self.wake.wait(self._sleep_time(time.monotonic()))
-                self.wake.clear()
         finally:
             self.shutdown()
         return 0
@@ -245,7 +250,9 @@ class Service:
         keep = isinstance(connector, ChangeChecker)
         options: dict[str, Any] = {
             "keep_open": keep,
-            "stop": self.stopping.is_set,
+            # Stopping, or the lease lost (this host stalled past its TTL and
+            # another instance took it): end after the page in hand.
+            "stop": lambda: self.stopping.is_set() or not slot.held,
             "log_cycle": False,
         }
         try:
@@ -272,10 +279,11 @@ class Service:
                 continue
             slot.future = None
             back_off = self._outcome(slot, future, now)
+            self.metrics.record_future(slot.address, future, slot.wait)
             slot.scheduled = now + self.interval
             # A server's back-off postpones this mailbox only, never sooner
             # than its interval.
-            slot.due = now + max(self.interval, back_off or 0.0)
+            slot.due = now + (back_off or self.interval)
             if slot.retired:
                 self._drop(slot)
 
@@ -286,7 +294,7 @@ class Service:
         except CycleStopped:
             log.info("mailbox %s: cycle stopped after the page in hand", slot.address)
         except TransientError as exc:
-            wait = exc.retry_after if exc.retry_after is not None else self.interval
+            wait = max(self.interval, exc.retry_after or 0.0)
             log.warning("mailbox %s: %s; next try in %.0fs", slot.address, exc, wait)
             return wait
         except UserError as exc:

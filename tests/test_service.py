@@ -367,6 +367,9 @@ def test_two_instances_on_postgresql_split_the_mailboxes(
         deliver(box, f"late{n}", f"Late {n}", "L <l@fabrikam.com>")
     wait_for("the late mail", lambda: count(factory, Source) == expected + 4, 30)
     time.sleep(1)
+    # The follow-up scheduler runs in one of them only (once that one stops,
+    # the other takes it over).
+    assert sum("scheduler started" in s.text() for s in (a, b)) == 1
     assert a.stop()[0] == 0 and b.stop()[0] == 0
 
     # Nothing twice: the same counts as a single `sync --once` gives.
@@ -380,8 +383,6 @@ def test_two_instances_on_postgresql_split_the_mailboxes(
     logs = {holder_of(s.text()): s.text() for s in (a, b)}
     spans = {h: cycles(text, h) for h, text in logs.items()}
     assert all(spans.values()), "one instance synced nothing"
-    # The follow-up scheduler ran in one of them only.
-    assert sum("scheduler started" in text for text in logs.values()) == 1
     for mailbox in boxes:
         timeline = sorted(
             (start, end, h)
@@ -578,3 +579,48 @@ def test_run_once_is_one_cycle_as_sync_once(tmp_path):
     done = mailsync(config, "run", "--once")
     assert "38 items" in done.stdout
     assert count(factory, Activity) == 29
+
+
+def test_a_cycle_whose_lease_was_taken_stops_after_the_page_in_hand(tmp_path, caplog):
+    from mailsync import leases
+
+    maildir = generated_maildir(tmp_path / "maildir", 2000)
+    url = sqlite_url(tmp_path / "ms.db")
+    factory = opened(url)
+    config = parse_config(
+        {
+            "database": {"url": url},
+            "organisation": {"internal_domains": ["contoso.com"]},
+            "followups": {"enabled": False},
+            "service": {"lease_ttl": 0.3},
+            "mailboxes": [
+                {
+                    "address": REP,
+                    "rep": "Tamara Johnston",
+                    "kind": "local",
+                    "path": str(maildir),
+                    "batch_size": 5,
+                }
+            ],
+        }
+    )
+    service = Service(config, factory, interval=60)
+    caplog.set_level("INFO", logger="mailsync.service")
+    try:
+        service.tick(time.monotonic())  # the lease taken, the cycle started
+        wait_for("the first pages", lambda: count(factory, Activity) >= 40, 60)
+        # This host stalls past the TTL; another instance takes the mailbox.
+        time.sleep(0.35)
+        assert leases.acquire(factory, REP, "other:1:x", ttl=60)
+        service.tick(time.monotonic())  # renewing finds the lease gone
+        wait_for("the cycle's end", lambda: service.slots[REP].future.done(), 10)
+        stored = count(factory, Activity)
+        service.tick(time.monotonic())
+    finally:
+        service.shutdown()
+    assert stored < 2000 and stored % 5 == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"mailbox {REP}: lease lost to another instance" in messages
+    assert f"mailbox {REP}: cycle stopped after the page in hand" in messages
+    with factory() as session:  # the other's lease is left alone
+        assert leases.holders(session)[REP][0] == "other:1:x"
