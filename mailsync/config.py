@@ -542,12 +542,28 @@ class ServiceConfig(Strict):
     every ``sweep_interval`` seconds each mailbox syncs every folder
     whatever the check said. ``workers`` cycles run at the same time. A
     lease lives ``lease_ttl`` seconds (none: three check intervals).
+    ``/metrics`` and ``/health`` are served on ``metrics_host:metrics_port``
+    (0: not at all); another host than loopback only when written here.
     """
 
     check_interval: float = Field(default=60, gt=0, le=86_400)
     sweep_interval: float = Field(default=3600, gt=0, le=7 * 86_400)
     workers: int = Field(default=4, ge=1, le=64)
     lease_ttl: float | None = Field(default=None, gt=0)
+    metrics_port: int = Field(default=9464, ge=0, le=65_535)
+    metrics_host: str = "127.0.0.1"
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _metrics_host(cls, value: str) -> str:
+        # The HTTP server listens on IPv4 only: a host name or an address.
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?", value):
+            raise ValueError(
+                f"{value!r} is not an IPv4 address or host name; write one such "
+                'as "127.0.0.1" (this host only) or "0.0.0.0" (every interface)'
+            )
+        return value
 
     def ttl(self) -> float:
         return self.lease_ttl or 3 * self.check_interval
