@@ -23,11 +23,18 @@ from mailsync.metrics import Metrics
 from mailsync.store import db
 from mailsync.sync import CycleReport, sync_mailbox
 from tests.conftest import contoso_config
+from tests.ews.conftest import REP, SERVICE_PASSWORD
+from tests.ews.conftest import ews as ews  # noqa: F401  (the fixture)
 from tests.test_service import (
+    ANDY,
     CONTOSO_ITEMS,
     Running,
+    calls_of,
     copy_contoso,
+    ews_service,
     opened,
+    run_for,
+    run_until_synced,
     running,  # noqa: F401  (the fixture)
     sqlite_url,
     wait_for,
@@ -275,3 +282,33 @@ def test_a_running_service_is_scraped_after_its_first_cycle(tmp_path, running): 
     assert value(scraped, "mailsync_items_synced_total", mailbox=TAMARA) == 38
     assert value(scraped, "mailsync_cycle_duration_seconds_count", mailbox=TAMARA) >= 1
     assert service.stop()[0] == 0
+
+
+def test_a_throttled_check_counts_a_transient_error_and_its_wait(
+    tmp_path,
+    ews,  # noqa: F811
+    monkeypatch,
+):
+    monkeypatch.setenv("MAILSYNC_TEST_EWS_PASSWORD", SERVICE_PASSWORD)
+    service = ews_service(sqlite_url(tmp_path / "ms.db"), ews, interval=0.3)
+    sample = service.metrics.registry.get_sample_value
+    kinds = {"mailbox": REP, "kind": "transient"}
+    try:
+        run_until_synced(service)
+        assert sample("mailsync_errors_total", kinds) is None
+        ews.reset_counts()
+        ews.mailbox(REP).faults.server_busy(back_off_ms=2000, operation="GetEvents")
+        run_for(service, 2.7)
+        assert [c.status for c in calls_of(ews, REP)][:2] == [500, 200]
+    finally:
+        service.shutdown()
+
+    # ErrorServerBusy once, then a check 2 s (its BackOffMilliseconds) after
+    # the refused one: 1.7 s later than its 0.3 s interval would have had it.
+    assert sample("mailsync_errors_total", kinds) == 1
+    wait = sample("mailsync_throttle_wait_seconds_total", {"mailbox": REP})
+    assert wait == pytest.approx(1.7, abs=0.25)
+    assert sample("mailsync_errors_total", {"mailbox": ANDY, "kind": "transient"}) is (
+        None
+    )
+    assert sample("mailsync_throttle_wait_seconds_total", {"mailbox": ANDY}) < 0.25
