@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_sync_corpus.py
 	$(BIN)/python benchmarks/bench_ews_backfill.py
 	$(BIN)/python benchmarks/bench_graph_backfill.py
+	$(BIN)/python benchmarks/bench_service.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

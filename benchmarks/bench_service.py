@@ -1,0 +1,358 @@
+"""The service, `mailsync run`, with 200 Exchange mailboxes on the EWS simulator.
+
+    .venv/bin/python benchmarks/bench_service.py [--mailboxes N] [--interval S]
+        [--minutes M] [--messages K]
+
+A real `mailsync run` subprocess syncs N small mailboxes (three messages
+each) at the configured check interval (default: the service's own, 60 s).
+Once every mailbox has finished its first cycle, K new messages are dropped
+into random mailboxes at random times during the steady phase of M minutes.
+It prints, each with its target and the ratio to it:
+
+- the latency from a message's arrival in the simulator to its activity in
+  the database (polled by its ``mid:`` key), p50 and p95; target p95 < 120 s;
+- the EWS requests per idle mailbox (one that got no new mail) per hour,
+  counted over the steady phase and scaled to an hour, plus the hourly
+  safety sweep, which a short run does not reach: one SyncFolderItems per
+  folder, as counted in the first cycle, per sweep interval; target <= 70;
+- the resident memory per idle mailbox: the service's RSS
+  (/proc/PID/status) with N mailboxes at the end of the steady phase, minus
+  the RSS of the same service with one mailbox after its first cycle,
+  divided by N - 1; target < 200 KB.
+
+Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from mailsync.store import db  # noqa: E402
+from mailsync.store.models import ActivityKey, Mailbox  # noqa: E402
+from tests.ews.simulator import Address, EwsSimulator, SimMessage  # noqa: E402
+
+MAILSYNC = PROJECT / ".venv" / "bin" / "mailsync"
+USER, PASSWORD = "svc-mailsync@contoso.com", "bench-only-password"
+PASSWORD_ENV = "MAILSYNC_BENCH_EWS_PASSWORD"
+SWEEP_INTERVAL = 3600.0  # the service's default sweep_interval
+NEW_MAIL = re.compile(r"new-(\d+)@bench\.example")
+
+
+def rep(n: int) -> str:
+    return f"rep{n:03d}@contoso.com"
+
+
+def message(tag: str, n: int, to: str, when: datetime) -> SimMessage:
+    buyer = Address(f"buyer{n % 50}@customer{n % 20}.example", f"Buyer {n % 50}")
+    return SimMessage(
+        subject=f"Order {tag}-{n}",
+        author=buyer,
+        to=(Address(to, to),),
+        message_id=f"<{tag}-{n}@bench.example>",
+        datetime_sent=when,
+        datetime_received=when + timedelta(seconds=3),
+        body=f"Please confirm order {n}.",
+    )
+
+
+def write_config(path: Path, url: str, sim: EwsSimulator, addresses: list[str]) -> None:
+    lines = [
+        f'[database]\nurl = "{url}"\n',
+        '[organisation]\ninternal_domains = ["contoso.com"]\n',
+        "[followups]\nenabled = false\n",
+    ]
+    for address in addresses:
+        box = {
+            "address": address,
+            "rep": address,
+            "kind": "ews",
+            "endpoint": sim.url,
+            "username": USER,
+            "auth": "basic",
+            "password_env": PASSWORD_ENV,
+        }
+        lines.append(
+            "[[mailboxes]]\n"
+            + "".join(f"{k} = {json.dumps(v)}\n" for k, v in box.items())
+        )
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def rss_kb(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no VmRSS in /proc/{pid}/status")
+    return int(match.group(1))
+
+
+class Service:
+    """A `mailsync run` subprocess on its own SQLite file and log."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        sim: EwsSimulator,
+        addresses: list[str],
+        interval: float | None,
+    ) -> None:
+        workdir.mkdir()
+        self.url = f"sqlite:///{workdir}/bench.db"
+        engine = db.open_engine(self.url)
+        db.upgrade(engine)
+        self.factory = db.sessions(engine)
+        config = workdir / "mailsync.toml"
+        write_config(config, self.url, sim, addresses)
+        self.log = workdir / "run.log"
+        self.count = len(addresses)
+        command = [str(MAILSYNC), "--config", str(config), "run"]
+        if interval is not None:
+            command += ["--interval", str(interval)]
+        self.handle = self.log.open("w", encoding="utf-8")
+        self.process = subprocess.Popen(
+            command, stdout=self.handle, stderr=subprocess.STDOUT
+        )
+
+    def cycled(self) -> int:
+        """How many mailboxes have finished a cycle."""
+        with self.factory() as session:
+            return (
+                session.scalar(
+                    select(func.count())
+                    .select_from(Mailbox)
+                    .where(Mailbox.last_cycle_at.is_not(None))
+                )
+                or 0
+            )
+
+    def wait_first_cycles(self, timeout: float) -> float:
+        started = time.monotonic()
+        while self.cycled() < self.count:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the service exited; see {self.log}")
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(
+                    f"only {self.cycled()} of {self.count} first cycles in {timeout} s"
+                )
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def new_mail_seen(self) -> set[int]:
+        with self.factory() as session:
+            keys = session.scalars(
+                select(ActivityKey.key).where(ActivityKey.key.like("mid:%new-%"))
+            ).all()
+        return {int(m.group(1)) for k in keys if (m := NEW_MAIL.search(k))}
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout=10)
+        self.handle.close()
+        return code
+
+    def problems(self) -> list[str]:
+        text = self.log.read_text(encoding="utf-8", errors="replace")
+        return [
+            line for line in text.splitlines() if "WARNING" in line or "ERROR" in line
+        ]
+
+
+def fill(sim: EwsSimulator, addresses: list[str], per_mailbox: int) -> None:
+    start = datetime.now(UTC) - timedelta(days=10)
+    for address in addresses:
+        mailbox = sim.add_mailbox(address, address)
+        mailbox.add_many(
+            message(f"old-{address}", n, address, start + timedelta(hours=n))
+            for n in range(per_mailbox)
+        )
+
+
+def baseline_rss(
+    tmp: Path, sim: EwsSimulator, address: str, interval: float | None
+) -> int:
+    """The RSS of the service with one mailbox, a few seconds after its first cycle."""
+    service = Service(tmp / "one", sim, [address], interval)
+    try:
+        service.wait_first_cycles(120)
+        time.sleep(5)
+        return rss_kb(service.process.pid)
+    finally:
+        service.stop()
+
+
+def deliver(
+    sim: EwsSimulator,
+    schedule: list[tuple[float, str]],
+    sent: dict[int, tuple[str, float]],
+    start: float,
+) -> None:
+    for n, (offset, address) in enumerate(schedule):
+        time.sleep(max(0.0, start + offset - time.monotonic()))
+        now = datetime.now(UTC)
+        sim.mailbox(address).add(message("new", n, address, now), "inbox")
+        sent[n] = (address, time.monotonic())
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return math.inf
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mailboxes", type=int, default=200)
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="check interval in seconds (default: the service's, 60 s)",
+    )
+    parser.add_argument("--minutes", type=float, default=5.0, help="steady phase")
+    parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=6)
+    args = parser.parse_args()
+    interval = args.interval or 60.0
+    steady = args.minutes * 60
+    if steady < 2 * interval:
+        parser.error("--minutes must cover at least two check intervals")
+    os.environ[PASSWORD_ENV] = PASSWORD
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    rng = random.Random(args.seed)
+    addresses = [rep(n) for n in range(args.mailboxes)]
+
+    with EwsSimulator() as sim, tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sim.add_user(USER, PASSWORD)
+        fill(sim, addresses, 3)
+        sim.add_mailbox("solo@contoso.com", "Solo").add_many(
+            message("old-solo", n, "solo@contoso.com", datetime.now(UTC))
+            for n in range(3)
+        )
+        one_rss = baseline_rss(tmp, sim, "solo@contoso.com", args.interval)
+
+        sim.reset_counts()
+        service = Service(tmp / "many", sim, addresses, args.interval)
+        try:
+            first = service.wait_first_cycles(max(600.0, 3 * args.mailboxes))
+            with sim.lock:
+                first_calls = list(sim.calls)
+            settled_rss = rss_kb(service.process.pid)
+            start = time.monotonic()
+
+            # New mail in the part of the phase that leaves two intervals to
+            # see it; the idle mailboxes are those that got none.
+            window = steady - 2 * interval
+            schedule = sorted(
+                (rng.uniform(0, window), rng.choice(addresses))
+                for _ in range(args.messages)
+            )
+            sent: dict[int, tuple[str, float]] = {}
+            seen: dict[int, float] = {}
+            sender = threading.Thread(
+                target=deliver, args=(sim, schedule, sent, start), daemon=True
+            )
+            sender.start()
+            while time.monotonic() - start < steady:
+                found = service.new_mail_seen()
+                now = time.monotonic()
+                for n in found - seen.keys():
+                    seen[n] = now
+                time.sleep(0.5)
+            elapsed = time.monotonic() - start
+            with sim.lock:
+                steady_calls = sim.calls[len(first_calls) :]
+            end_rss = rss_kb(service.process.pid)
+        finally:
+            code = service.stop()
+        problems = service.problems()
+        errors = list(sim.errors)
+
+    busy = {address for _, address in schedule}
+    idle = [a for a in addresses if a not in busy]
+    latencies = [seen[n] - sent[n][1] for n in sent if n in seen]
+    missing = len(schedule) - len(latencies)
+    p50, p95 = percentile(latencies, 0.50), percentile(latencies, 0.95)
+
+    idle_set = set(idle)
+    idle_calls = [c for c in steady_calls if c.mailbox in idle_set]
+    by_operation: dict[str, int] = {}
+    for call in idle_calls:
+        by_operation[call.operation] = by_operation.get(call.operation, 0) + 1
+    checks = len(idle_calls) / max(1, len(idle)) * 3600 / elapsed
+    folders = sum(c.operation == "SyncFolderItems" for c in first_calls) / len(
+        addresses
+    )
+    sweep = folders * 3600 / SWEEP_INTERVAL
+    per_hour = checks + sweep
+
+    per_mailbox = (end_rss - one_rss) / (args.mailboxes - 1)
+
+    print(
+        f"mailboxes: {args.mailboxes} (3 messages each), check interval "
+        f"{interval:g} s, first cycles of all in {first:.0f} s, steady phase "
+        f"{elapsed:.0f} s"
+    )
+    print(
+        f"new mail: {len(sent)} messages into {len(busy)} mailboxes, "
+        f"{len(latencies)} seen, {missing} not seen"
+    )
+    print(
+        f"latency new mail -> activity: p50 {p50:.1f} s, p95 {p95:.1f} s "
+        f"(target p95 < 120 s): ratio {p95 / 120:.2f}"
+    )
+    print(
+        f"requests per idle mailbox per hour: {checks:.1f} measured over "
+        f"{len(idle)} idle mailboxes ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(by_operation.items()))
+        + f") + {sweep:.1f} for the sweep ({folders:.0f} folders per "
+        f"{SWEEP_INTERVAL:.0f} s) = {per_hour:.1f} (target <= 70): "
+        f"ratio {per_hour / 70:.2f}"
+    )
+    print(
+        f"memory: RSS {one_rss} kB with 1 mailbox, {settled_rss} kB with "
+        f"{args.mailboxes} after their first cycles, {end_rss} kB at the end; "
+        f"per idle mailbox {per_mailbox:.0f} kB (target < 200 KB): "
+        f"ratio {per_mailbox / 200:.2f}"
+    )
+    print(f"service exit code {code}; {len(problems)} WARNING/ERROR log lines")
+    for line in problems[:5]:
+        print(f"  {line[:200]}")
+    if errors:
+        print(f"EWS simulator errors: {len(errors)}")
+    missed = (
+        missing > 0
+        or p95 >= 120
+        or per_hour > 70
+        or per_mailbox >= 200
+        or code != 0
+        or bool(errors)
+    )
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
