@@ -298,17 +298,20 @@ def test_a_throttled_check_counts_a_transient_error_and_its_wait(
         assert sample("mailsync_errors_total", kinds) is None
         ews.reset_counts()
         ews.mailbox(REP).faults.server_busy(back_off_ms=2000, operation="GetEvents")
-        run_for(service, 2.7)
+        run_for(service, 4.0)
         assert [c.status for c in calls_of(ews, REP)][:2] == [500, 200]
     finally:
         service.shutdown()
 
-    # ErrorServerBusy once, then a check 2 s (its BackOffMilliseconds) after
-    # the refused one: 1.7 s later than its 0.3 s interval would have had it.
+    # ErrorServerBusy once, then a check no sooner than 2 s (its
+    # BackOffMilliseconds) after the refused one: at least 1.7 s later than
+    # its 0.3 s interval would have had it. How much later depends on the
+    # machine's load, so only the floor is exact.
     assert sample("mailsync_errors_total", kinds) == 1
     wait = sample("mailsync_throttle_wait_seconds_total", {"mailbox": REP})
-    assert wait == pytest.approx(1.7, abs=0.25)
+    assert 1.65 <= wait < 4.0
     assert sample("mailsync_errors_total", {"mailbox": ANDY, "kind": "transient"}) is (
         None
     )
-    assert sample("mailsync_throttle_wait_seconds_total", {"mailbox": ANDY}) < 0.25
+    # The other mailbox was not held back by that one's back-off.
+    assert sample("mailsync_throttle_wait_seconds_total", {"mailbox": ANDY}) < 1.0
