@@ -9,6 +9,8 @@ told to (a connector's ``ca_bundle``): the machine's store and
 from __future__ import annotations
 
 import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import trustme
@@ -27,3 +29,17 @@ class TestCA:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._cert.configure_cert(context)
         return context
+
+
+def serve_https(
+    ca: TestCA, handler: type[BaseHTTPRequestHandler], name: str
+) -> ThreadingHTTPServer:
+    """A threaded HTTPS server on an ephemeral loopback port, already serving
+    on a daemon thread; stop it with ``shutdown()`` and ``server_close()``."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.socket = ca.server_context().wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(
+        target=httpd.serve_forever, args=(0.05,), daemon=True, name=name
+    ).start()
+    return httpd

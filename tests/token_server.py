@@ -38,7 +38,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests.tls import TestCA
+from tests.tls import TestCA, serve_https
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -207,16 +207,9 @@ class TokenServer:
     # ----------------------------------------------------------- lifecycle
 
     def start(self) -> Self:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.daemon_threads = True
-        httpd.socket = self.ca.server_context().wrap_socket(
-            httpd.socket, server_side=True
-        )
+        httpd = serve_https(self.ca, _Handler, "token-sim")
         httpd.token_server = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        threading.Thread(
-            target=httpd.serve_forever, args=(0.05,), daemon=True, name="token-sim"
-        ).start()
         return self
 
     def stop(self) -> None:

@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from tests.graph.faults import Fault, FaultKind, Faults
 from tests.graph.handlers import Handlers, Refusal, Reply, Req, encode_raw, match_route
 from tests.graph.mailbox import Ids, Mailbox
-from tests.tls import TestCA
+from tests.tls import TestCA, serve_https
 from tests.token_server import TokenServer
 
 CONCURRENCY = 4  # Outlook's requests in flight per app and mailbox
@@ -131,16 +131,9 @@ class GraphSimulator:
         return f"https://{host!s}:{port}"
 
     def start(self) -> Self:
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        httpd.daemon_threads = True
-        httpd.socket = self.ca.server_context().wrap_socket(
-            httpd.socket, server_side=True
-        )
+        httpd = serve_https(self.ca, _Handler, "graph-sim")
         httpd.sim = self  # type: ignore[attr-defined]
         self._httpd = httpd
-        threading.Thread(
-            target=httpd.serve_forever, args=(0.05,), daemon=True, name="graph-sim"
-        ).start()
         return self
 
     def stop(self) -> None:
