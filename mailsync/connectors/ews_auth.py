@@ -27,6 +27,7 @@ import requests
 from exchangelib import BaseProtocol, OAuth2Credentials
 from requests.adapters import HTTPAdapter
 
+from mailsync.connectors.trust import PinnedSession, is_microsoft
 from mailsync.errors import UserError
 from mailsync.secrets import Secret
 
@@ -80,15 +81,6 @@ class CaBundleAdapter(HTTPAdapter):
         return super().send(request, stream, timeout, verify, cert, proxies)
 
 
-def http_session(ca_bundle: Path | None, url: str) -> requests.Session:
-    """A requests session for msal that verifies ``url``'s host with the bundle."""
-    session = requests.Session()
-    if ca_bundle is not None:
-        trust_ca(url, ca_bundle)
-        session.mount("https://", CaBundleAdapter())
-    return session
-
-
 # --- OAuth ---------------------------------------------------------------
 
 
@@ -123,13 +115,11 @@ class MsalCredentials(OAuth2Credentials):
             authority=authority_url,
             # Microsoft's own endpoint is checked against the usual store; a
             # private one (ADFS, a test server) against the bundle.
-            http_client=http_session(
-                None if _is_microsoft(authority) else ca_bundle, authority_url
-            ),
+            http_client=PinnedSession(None if is_microsoft(authority) else ca_bundle),
             # A private authority (ADFS, a test server) is not in Microsoft's
             # instance list; asking would leak the tenant to the internet.
-            instance_discovery=not _is_microsoft(authority),
-            validate_authority=_is_microsoft(authority),
+            instance_discovery=not is_microsoft(authority),
+            validate_authority=is_microsoft(authority),
         )
         super().__init__(client_id=client_id, client_secret=None, tenant_id=tenant_id)
         self._token_for(force=False)
@@ -172,18 +162,6 @@ class MsalCredentials(OAuth2Credentials):
         return f"MsalCredentials({self.client_id!r}, secret hidden)"
 
     __str__ = __repr__
-
-
-def _is_microsoft(authority: str) -> bool:
-    host = urlsplit(authority).hostname or ""
-    return host.endswith(_MICROSOFT_HOSTS)
-
-
-_MICROSOFT_HOSTS = (
-    "login.microsoftonline.com",
-    "login.microsoftonline.us",
-    "login.partner.microsoftonline.cn",
-)
 
 
 def _refusal(who: str, result: dict[str, Any]) -> str:

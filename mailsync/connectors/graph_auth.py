@@ -8,7 +8,8 @@
 - ``ca_bundle``: the CA that signed the Graph endpoint's certificate (a
   TLS-inspecting proxy, the test simulator). requests prefers
   ``REQUESTS_CA_BUNDLE`` to ``Session.verify``, but not to a ``verify``
-  given with the request: :class:`PinnedSession` gives it with every one.
+  given with the request: :class:`~mailsync.connectors.trust.PinnedSession`
+  gives it with every one.
   Microsoft's own token endpoint is checked against the usual store; a
   private one (a test server) against the bundle.
 """
@@ -20,14 +21,13 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import msal
 import requests
 
 from mailsync.config import GraphMailbox
+from mailsync.connectors.trust import PinnedSession, is_microsoft
 from mailsync.errors import ConfigError, UserError
 from mailsync.secrets import Secret, read_secret
 
@@ -36,37 +36,12 @@ log = logging.getLogger(__name__)
 # A token is renewed this long before msal says it expires.
 EXPIRY_MARGIN = 60.0
 
-_MICROSOFT_HOSTS = (
-    "login.microsoftonline.com",
-    "login.microsoftonline.us",
-    "login.partner.microsoftonline.cn",
-)
 _PEM_KEY = re.compile(
     r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----.+?"
     r"-----END (?:RSA |EC )?PRIVATE KEY-----",
     re.S,
 )
 _PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
-class PinnedSession(requests.Session):
-    """A session that verifies TLS with ``ca_bundle`` whatever the environment
-    says (``None``: as requests would, with the system store or the
-    environment's bundle)."""
-
-    def __init__(self, ca_bundle: Path | None) -> None:
-        super().__init__()
-        self.ca_bundle = ca_bundle
-
-    def merge_environment_settings(
-        self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
-        # requests merges REQUESTS_CA_BUNDLE in here, over Session.verify.
-        found = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        settings = dict(found)
-        if self.ca_bundle is not None and settings.get("verify") is not False:
-            settings["verify"] = str(self.ca_bundle)
-        return settings
 
 
 @dataclass(frozen=True)
@@ -135,7 +110,7 @@ class GraphTokens:
         self._lock = threading.Lock()
         self._token: tuple[str, float] | None = None
         self.kind = credential.kind
-        microsoft = _is_microsoft(mailbox.authority)
+        microsoft = is_microsoft(mailbox.authority)
         authority = f"{mailbox.authority}/{mailbox.tenant_id}"
         try:
             self._app = msal.ConfidentialClientApplication(
@@ -190,10 +165,6 @@ def _unreachable(who: str, authority: str, exc: Exception) -> str:
         f"{who}: the token endpoint {authority} does not answer "
         f"({type(exc).__name__}); check authority and tenant_id"
     )
-
-
-def _is_microsoft(authority: str) -> bool:
-    return (urlsplit(authority).hostname or "").endswith(_MICROSOFT_HOSTS)
 
 
 def refusal(who: str, result: dict[str, Any]) -> str:

@@ -47,7 +47,8 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from mailsync.connectors.base import DeliveryUncertain
-from mailsync.connectors.graph_auth import GraphTokens, PinnedSession
+from mailsync.connectors.graph_auth import GraphTokens
+from mailsync.connectors.trust import PinnedSession
 from mailsync.errors import TransientError, UserError
 
 log = logging.getLogger(__name__)
