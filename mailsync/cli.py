@@ -7,6 +7,7 @@ with no traceback; a bug prints a traceback only with ``--debug``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -35,7 +36,10 @@ from mailsync.store.directory import (
 from mailsync.store.models import Activity, AddressLink
 
 if TYPE_CHECKING:
+    from mailsync.config import MailboxConfig
+    from mailsync.leases import Holding
     from mailsync.queries import TaskView
+    from mailsync.sync import CycleReport
 
 log = logging.getLogger("mailsync")
 
@@ -272,7 +276,7 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
     """Run one sync cycle of the configured mailboxes."""
     from dataclasses import asdict
 
-    from mailsync.sync import sync_mailbox
+    from mailsync import leases
 
     config = app.config
     mailboxes = (
@@ -286,27 +290,14 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
         )
     factory = app.sessions()
     reports = []
-    failed = False
-    for mailbox in mailboxes:
-        # One mailbox's failure never keeps the others from their cycle.
-        try:
-            report = sync_mailbox(factory, config, mailbox)
-        except MailsyncError as exc:
-            failed = True
-            text = str(exc).removeprefix(f"mailbox {mailbox.address}: ")
-            click.echo(f"mailbox {mailbox.address}: {text}", err=True)
-            continue
-        except Exception as exc:
-            failed = True
-            log.exception("mailbox %s: cycle failed (a bug)", mailbox.address)
-            click.echo(
-                f"mailbox {mailbox.address}: {type(exc).__name__}: {exc}", err=True
-            )
-            continue
-        reports.append(report)
-        if report.error:
-            failed = True
-            click.echo(f"mailbox {mailbox.address}: {report.error}", err=True)
+    ttl = config.service.lease_ttl or 3 * config.service.check_interval
+    with leases.Holding(factory, ttl) as holding:
+        for mailbox in mailboxes:
+            # One mailbox's failure never keeps the others from their cycle.
+            report = _sync_one(factory, config, mailbox, holding)
+            if report is not None:
+                reports.append(report)
+    failed = len(reports) < len(mailboxes) or any(r.error for r in reports)
     if fmt == "json":
         emit_json([asdict(r) for r in reports])
     else:
@@ -314,6 +305,53 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
             click.echo(r.log_line() % r.log_args())
     if failed:
         sys.exit(1)
+
+
+def _sync_one(
+    factory: sessionmaker[Session],
+    config: Config,
+    mailbox: MailboxConfig,
+    holding: Holding,
+) -> CycleReport | None:
+    """One mailbox's cycle under its lease; None (and why, on stderr) when
+    it did not run or ended early."""
+    from mailsync.sync import CycleStopped, sync_mailbox
+
+    address = mailbox.address
+    # A mailbox that `mailsync run` (or another sync) holds is left to it:
+    # two cycles of one mailbox at once would race each other.
+    holder = holding.take(address)
+    if holder is not None:
+        click.echo(
+            f"mailbox {address}: not synced, {holder} holds it (`mailsync run` "
+            "or another sync); the service syncs it, or stop the service first",
+            err=True,
+        )
+        return None
+    try:
+        report = sync_mailbox(
+            factory, config, mailbox, stop=functools.partial(holding.lost, address)
+        )
+    except CycleStopped:
+        click.echo(
+            f"mailbox {address}: stopped after the page in hand: this sync "
+            "stalled past its lease, and another instance took the mailbox",
+            err=True,
+        )
+        return None
+    except MailsyncError as exc:
+        text = str(exc).removeprefix(f"mailbox {address}: ")
+        click.echo(f"mailbox {address}: {text}", err=True)
+        return None
+    except Exception as exc:
+        log.exception("mailbox %s: cycle failed (a bug)", address)
+        click.echo(f"mailbox {address}: {type(exc).__name__}: {exc}", err=True)
+        return None
+    finally:
+        holding.release(address)
+    if report.error:
+        click.echo(f"mailbox {address}: {report.error}", err=True)
+    return report
 
 
 @cli.command()

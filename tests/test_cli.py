@@ -744,3 +744,24 @@ def test_mailboxes_test_reports_what_works(mailsync, tmp_path):
     assert "ok: 5 folders found" in result.output
     unknown = mailsync.fails("mailboxes", "test", "nobody@contoso.com")
     assert "no mailbox 'nobody@contoso.com'" in unknown
+
+
+def test_sync_once_leaves_a_mailbox_that_the_service_holds(mailsync, store_url):
+    from mailsync import leases
+    from mailsync.store import db
+
+    mailsync("init")
+    factory = db.sessions(db.open_engine(store_url))
+    service = leases.new_holder()  # a `mailsync run` of this host, alive
+    assert leases.acquire(factory, MAILBOX, service, ttl=600)
+
+    held = mailsync.runner.invoke(cli, ["--config", str(mailsync.config), "sync"])
+    assert held.exit_code == 1
+    assert f"mailbox {MAILBOX}: not synced, {service} holds it" in held.stderr
+    assert mailsync.json("status")[0]["last_cycle_at"] is None
+
+    leases.release(factory, [MAILBOX], service)
+    synced = mailsync("sync", "--once")
+    assert "new" in synced.stdout
+    with factory() as session:
+        assert leases.holders(session) == {}  # given back when done

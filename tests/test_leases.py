@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync import leases
@@ -99,10 +104,60 @@ def test_instances_announce_themselves_and_the_dead_drop_out(store_url):
 
 
 def test_a_holder_id_names_the_host_and_process():
-    import os
-    import socket
-
     holder = leases.new_holder()
-    host, pid, tag = holder.split(":")
+    host, pid, namespace, tag = holder.split(":")
     assert (host, int(pid)) == (socket.gethostname(), os.getpid())
+    if sys.platform == "linux":
+        assert namespace == str(os.stat("/proc/self/ns/pid").st_ino)
     assert tag and holder != leases.new_holder()
+
+
+def _holder_of(pid: int, host: str | None = None) -> str:
+    """The holder id a process ``pid`` of this machine would have."""
+    _host, _pid, namespace, _tag = leases.new_holder().split(":")
+    return f"{host or _host}:{pid}:{namespace}:0badf00d"
+
+
+def _gone_pid() -> int:
+    """The pid of a process that ran here and was killed (kill -9)."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    process.kill()
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signal 0 probes processes on POSIX")
+def test_the_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once(
+    store_url,
+):
+    factory = _factories(store_url, 1)[0]
+    dead = _holder_of(_gone_pid())
+    assert leases.acquire(factory, "tamara@contoso.com", dead, ttl=600)
+    assert leases.live_instances(factory, dead, ttl=600) == 1
+
+    assert leases.acquire(factory, "tamara@contoso.com", "new", ttl=60)
+    with factory() as session:
+        held = leases.holders(session)
+    assert held["tamara@contoso.com"][0] == "new"
+    # Its announcement goes too: the share counts only the living.
+    assert leases.live_instances(factory, "new", ttl=60) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signal 0 probes processes on POSIX")
+def test_a_running_process_or_another_hosts_holder_is_waited_for(store_url):
+    factory = _factories(store_url, 1)[0]
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        holders = [
+            _holder_of(alive.pid),  # still running
+            _holder_of(_gone_pid(), host="other-host.contoso.com"),
+            f"{socket.gethostname()}:{_gone_pid()}:1:0badf00d",  # another container
+            leases.new_holder(),  # this very process, another holder
+            f"{socket.gethostname()}:{_gone_pid()}:0badf00d",  # an older id
+        ]
+        for n, holder in enumerate(holders):
+            assert leases.acquire(factory, f"rep{n}@contoso.com", holder, ttl=600)
+            assert not leases.acquire(factory, f"rep{n}@contoso.com", "new", ttl=60)
+    finally:
+        alive.kill()
+        alive.wait()

@@ -270,7 +270,7 @@ def test_kill_9_mid_cycle_then_restart_gives_the_uninterrupted_history(
         tmp_path / "ms.toml",
         url,
         {"tamara@contoso.com": maildir},
-        ttl=2,
+        ttl=600,
         batch_size=20,
     )
     first = Running(config, tmp_path / "first.log")
@@ -279,11 +279,13 @@ def test_kill_9_mid_cycle_then_restart_gives_the_uninterrupted_history(
     first.kill()
     assert count(factory, Activity) < 2000, "killed too late to test anything"
 
-    # The dead holder's lease expires (2 s); the new instance takes over.
+    # The dead holder's lease would last 10 minutes, but its process is gone
+    # from this host: the new instance takes the mailbox over at once.
     second = Running(config, tmp_path / "second.log")
     running.append(second)
     wait_for("the end of the cycle", lambda: count(factory, Activity) == 2000, 120)
     wait_for("its line", lambda: "items, " in second.text(), 30)
+    assert "no longer runs; taken over" in second.text()
     code, _took = second.stop()
     assert code == 0
 
