@@ -40,7 +40,13 @@ from mailsync.connectors.base import ChangeChecker, Connector
 from mailsync.errors import TransientError, UserError
 from mailsync.metrics import Metrics
 from mailsync.store.db import masked
-from mailsync.sync import CycleReport, CycleStopped, check_and_sync, sync_mailbox
+from mailsync.sync import (
+    CycleReport,
+    CycleStopped,
+    check_and_sync,
+    record_failure,
+    sync_mailbox,
+)
 
 log = logging.getLogger(__name__)
 
@@ -243,9 +249,8 @@ class Service:
         if connector is None:
             try:
                 connector = open_connector(mailbox)
-            except UserError:
-                # sync_mailbox opens it again and records why in the status.
-                sync_mailbox(self.factory, config, mailbox, log_cycle=False)
+            except Exception as exc:
+                record_failure(self.factory, mailbox, exc)
                 raise
         keep = isinstance(connector, ChangeChecker)
         options: dict[str, Any] = {

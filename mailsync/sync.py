@@ -276,10 +276,7 @@ def sync_mailbox(
     try:
         source = connector or open_connector(mailbox)
     except Exception as exc:
-        # A missing path or secret is this mailbox's error: status shows it.
-        report.error = f"{type(exc).__name__}: {exc}"
-        report.duration = time.monotonic() - started
-        _save_status(factory, mailbox_id, report)
+        record_failure(factory, mailbox, exc, time.monotonic() - started)
         raise
     try:
         for folder in source.folders():
@@ -338,18 +335,25 @@ def check_and_sync(
             session, mailbox.address, mailbox.rep, mailbox.kind
         ).id
         state = read_cursor(session, mailbox_id, SUBSCRIPTION_SCOPE)
+    started = time.monotonic()
     try:
         changed, new_state = source.changed_folders(state)
-    except BaseException:
+    except BaseException as exc:
         if not keep_open:
             source.close()
+        if isinstance(exc, Exception):
+            record_failure(factory, mailbox, exc, time.monotonic() - started)
         raise
 
     if changed is not None and not changed:
         if not keep_open:
             source.close()
         log.debug("mailbox %s: no folder changed", mailbox.address)
+        # A check that found nothing is this mailbox's last cycle: the
+        # status's lag and next cycle count from it.
         report = CycleReport(mailbox=mailbox.address)
+        report.duration = time.monotonic() - started
+        _save_status(factory, mailbox_id, report)
     else:
         report = sync_mailbox(
             factory,
@@ -584,6 +588,24 @@ def save_cursor(session: Session, mailbox_id: int, scope: str, value: str) -> No
     else:
         row.value = value
         row.updated_at = now()
+
+
+def record_failure(
+    factory: sessionmaker[Session],
+    mailbox: MailboxConfig,
+    exc: BaseException,
+    duration: float = 0.0,
+) -> None:
+    """Save in the mailbox's status a cycle that ended before it read a
+    folder: its connector could not be opened (a missing path or secret) or
+    its change check failed (a server that does not answer)."""
+    report = CycleReport(mailbox=mailbox.address, duration=duration)
+    report.error = f"{type(exc).__name__}: {exc}"
+    with transaction(factory) as session:
+        mailbox_id = ensure_mailbox(
+            session, mailbox.address, mailbox.rep, mailbox.kind
+        ).id
+    _save_status(factory, mailbox_id, report)
 
 
 def _save_status(

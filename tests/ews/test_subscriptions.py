@@ -309,3 +309,35 @@ def test_a_crash_between_the_check_and_the_sync_loses_nothing(
     report = check(factory, config, ews)  # GetEvents from the saved watermark
     assert (report.folders, report.new) == (1, 1)
     assert subjects(factory) == {"Order 1"}
+
+
+def test_each_check_is_the_mailboxs_last_cycle_in_its_status(
+    factory: Any, config: Config, ews: EwsSimulator, rep_mailbox: SimMailbox
+) -> None:
+    from mailsync.errors import TransientError
+    from mailsync.queries import mailbox_status
+
+    def status() -> Any:
+        with factory() as session:
+            (row,) = mailbox_status(session, 60, {REP})
+        return row
+
+    check(factory, config, ews)
+    synced = status()
+    ews.clock.advance(minutes=1)
+    connector, _ = connect(ews)
+    assert check(factory, config, ews, connector).folders == 0
+    quiet = status()
+    # An idle mailbox's check is its last cycle: no lag piles up between
+    # the sweeps, and the next cycle is counted from it.
+    assert quiet.last_cycle_at > synced.last_cycle_at
+    assert quiet.last_error is None
+    assert quiet.schedule.last_success_at == quiet.last_cycle_at
+
+    rep_mailbox.faults.http_error(times=50, status=503, operation="GetEvents")
+    with pytest.raises(TransientError):
+        check(factory, config, ews, connector)
+    failed = status()
+    assert failed.last_cycle_at > quiet.last_cycle_at
+    assert failed.last_error is not None
+    assert "GetEvents still failing" in failed.last_error
