@@ -315,3 +315,55 @@ def test_a_throttled_check_counts_a_transient_error_and_its_wait(
     )
     # The other mailbox was not held back by that one's back-off.
     assert sample("mailsync_throttle_wait_seconds_total", {"mailbox": ANDY}) < 1.0
+
+
+def test_the_metrics_port_is_closed_once_the_service_stopped(tmp_path):
+    import signal
+    import threading
+
+    from mailsync.service import Service
+
+    url = sqlite_url(tmp_path / "ms.db")
+    port = free_port()
+    config = parse_config(
+        {
+            "database": {"url": url},
+            "organisation": {"internal_domains": ["contoso.com"]},
+            "followups": {"enabled": False},
+            "service": {"check_interval": 0.3, "metrics_port": port},
+            "mailboxes": [
+                {
+                    "address": TAMARA,
+                    "rep": "Tamara Johnston",
+                    "kind": "local",
+                    "path": str(copy_contoso(tmp_path / "maildir")),
+                }
+            ],
+        }
+    )
+    service = Service(config, opened(url))
+
+    def stop_once_served() -> None:
+        wait_for("/health", lambda: _answers(f"http://127.0.0.1:{port}/health"))
+        # What SIGTERM does, without its watchdog, which would end pytest.
+        service.stopping.set()
+        service.wake.set()
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    threading.Thread(target=stop_once_served, daemon=True).start()
+    try:
+        assert service.run() == 0  # run() wants the main thread, for its signals
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return get(url)[0] == 200
+    except urllib.error.URLError:
+        return False
