@@ -27,6 +27,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -104,6 +105,7 @@ class Service:
         self.share = len(self._enabled())
         self.next_renew = 0.0
         self.metrics = Metrics()
+        self.metrics_server: ThreadingHTTPServer | None = None
         self._add_slots(time.monotonic())
 
     # --- settings ----------------------------------------------------------
@@ -124,7 +126,7 @@ class Service:
     def run(self) -> int:
         """Run until SIGTERM or SIGINT; the exit code."""
         self._install_signals()
-        self.metrics.serve(lambda: self.config)
+        self.metrics_server = self.metrics.serve(lambda: self.config)
         log.info(
             "service %s started on %s: %d mailboxes, a check every %gs, a sweep "
             "every %gs, %d workers",
@@ -440,4 +442,8 @@ class Service:
             leases.release(self.factory, names, self.holder)
         except Exception as exc:  # they expire by themselves
             log.warning("service: leases not released: %s", exc)
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
+            self.metrics_server = None
         log.info("service %s stopped", self.holder)
