@@ -78,6 +78,7 @@ def write_config(path: Path, url: str, sim: EwsSimulator, addresses: list[str]) 
         f'[database]\nurl = "{url}"\n',
         '[organisation]\ninternal_domains = ["contoso.com"]\n',
         "[followups]\nenabled = false\n",
+        "[service]\nmetrics_port = 0\n",  # no port shared by two runs
     ]
     for address in addresses:
         box = {

@@ -251,14 +251,12 @@ def free_port() -> int:
 def test_a_running_service_is_scraped_after_its_first_cycle(tmp_path, running):  # noqa: F811
     url = sqlite_url(tmp_path / "ms.db")
     opened(url)  # the schema
-    config = write_config(
-        tmp_path / "ms.toml", url, {TAMARA: copy_contoso(tmp_path / "maildir")}
-    )
     port = free_port()
-    text = config.read_text(encoding="utf-8")
-    config.write_text(
-        text.replace("[service]\n", f"[service]\nmetrics_port = {port}\n"),
-        encoding="utf-8",
+    config = write_config(
+        tmp_path / "ms.toml",
+        url,
+        {TAMARA: copy_contoso(tmp_path / "maildir")},
+        metrics_port=port,
     )
     service = Running(config, tmp_path / "run.log")
     running.append(service)

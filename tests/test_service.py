@@ -39,12 +39,15 @@ def write_config(
     ttl: float | None = None,
     batch_size: int = 500,
     followups: bool = False,
+    metrics_port: int = 0,
 ) -> Path:
+    """A service configuration of local mailboxes. No metrics port by default:
+    two services running at once would want the same one."""
     lines = [
         f'[database]\nurl = "{url}"\n',
         '[organisation]\ninternal_domains = ["contoso.com"]\n',
         f"[followups]\nenabled = {str(followups).lower()}\n",
-        f"[service]\ncheck_interval = {interval}\n",
+        f"[service]\ncheck_interval = {interval}\nmetrics_port = {metrics_port}\n",
     ]
     if ttl is not None:
         lines.append(f"lease_ttl = {ttl}\n")
