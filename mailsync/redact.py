@@ -5,7 +5,9 @@ ours and the libraries' (exchangelib, msal, requests, urllib3, httpx), before
 it is written: ``Authorization`` headers, bearer and basic credentials,
 password and token fields, and every secret mailsync has read (see
 :func:`remember`) become ``***``. exchangelib's own DEBUG output also dumps
-whole SOAP bodies, mail included, so its loggers are capped at INFO.
+whole SOAP bodies, mail included, and so does requests_oauthlib's, which
+carries exchangelib's requests with OAuth ("Supplying headers ... and data"):
+their loggers are capped at INFO.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ _PATTERNS = [
         r"id_token|token)['\"]?\s*[:=]\s*['\"]?)[^\s'\",&}]+"
     ),
 ]
-QUIET_LIBRARIES = ("exchangelib",)
+QUIET_LIBRARIES = ("exchangelib", "requests_oauthlib")
 
 
 def remember(secret: str) -> None:

@@ -17,8 +17,10 @@ authority (``https://127.0.0.1:PORT/<tenant>``, instance discovery off):
   the client id as issuer and subject (AADSTS700027 when it fails).
 
 Servers that accept its tokens ask :meth:`TokenServer.holder` who a token
-belongs to; an expired or unknown token belongs to nobody. Nothing here logs
-a secret or a token.
+belongs to; an expired or unknown token belongs to nobody. ``issued`` keeps
+every token handed out and ``assertions`` every client assertion received,
+so that a test can look for them in a log. Nothing here logs a secret or a
+token.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class TokenServer:
         self.lifetime = lifetime
         self.apps: dict[str, App] = {}
         self.issued: dict[str, Issued] = {}
+        self.assertions: list[str] = []
         self.token_requests = 0
         self.lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -177,6 +180,8 @@ class TokenServer:
                 "parameter: 'client_assertion' or 'client_secret'."
             )
         assertion = form.get("client_assertion", "")
+        with self.lock:
+            self.assertions.append(assertion)
         certificate = x509.load_pem_x509_certificate(app.certificate.encode())
         try:
             header = jwt.get_unverified_header(assertion)
