@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mailbox as stdlib_mailbox
+import os
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,37 @@ class TestMaildir(ConnectorContract):
         batches = list(self.connector(mailbox).changes(inbox, None))
         assert sum(len(b.items) + len(b.rejected) for b in batches) == 1
 
+    def test_what_cannot_be_a_message_file_is_rejected_once_never_opened(
+        self, mailbox: MaildirBox
+    ) -> None:
+        mailbox.add("Inbox", message(1))
+        os.mkfifo(mailbox.root / "cur" / "1700000099.M99P1.host:2,S")  # would block
+        (mailbox.root / "new" / "1700000098.M98P1.host").symlink_to("/nowhere/98")
+        (mailbox.root / "cur" / "stray").mkdir()
+        connector = self.connector(mailbox)
+        inbox = self.folder(connector, "Inbox")
+        batches = list(connector.changes(inbox, None))
+
+        assert sum(len(b.items) for b in batches) == 1
+        reasons = {r.provider_id: r.reason for b in batches for r in b.rejected}
+        assert sorted(reasons) == [
+            "./1700000098.M98P1.host",
+            "./1700000099.M99P1.host",
+            "./stray",
+        ]
+        assert (
+            "is a link to /nowhere/98, which does not exist; remove the link"
+            in (reasons["./1700000098.M98P1.host"])
+        )
+        assert (
+            "is not a regular file (a named pipe)"
+            in (reasons["./1700000099.M99P1.host"])
+        )
+        assert "is a directory where message files belong" in reasons["./stray"]
+        # Reported once: the next cycle finds nothing new.
+        again = list(connector.changes(inbox, batches[-1].cursor))
+        assert [r for b in again for r in b.rejected] == []
+
     def test_draft_flag_marks_a_draft(self, mailbox: MaildirBox) -> None:
         mailbox.add("Inbox", message(1))
         path = mailbox.files["Inbox"][0]
@@ -137,6 +169,20 @@ class TestTree(ConnectorContract):
 
     def connector(self, mailbox: TreeBox) -> LocalConnector:
         return LocalConnector(mailbox.root, batch_size=5)
+
+    def test_a_named_pipe_among_the_files_is_rejected_not_opened(
+        self, mailbox: TreeBox
+    ) -> None:
+        mailbox.add("Inbox", message(1))
+        os.mkfifo(mailbox.root / "inbox" / "2_")
+        connector = self.connector(mailbox)
+        batches = list(connector.changes(self.folder(connector, "inbox"), None))
+        assert sum(len(b.items) for b in batches) == 1
+        [rejected] = [r for b in batches for r in b.rejected]
+        assert rejected.reason.endswith(
+            "2_ is not a regular file (a named pipe); mail must be plain files, "
+            "remove it"
+        )
 
     def test_folders_have_unique_ids_and_roles(self, mailbox: TreeBox) -> None:
         mailbox.add("Inbox", message(1))

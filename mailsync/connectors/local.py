@@ -57,6 +57,7 @@ class _Entry:
     path: Path
     stamp: tuple[int, int]  # (mtime_ns, size)
     flags: str = ""
+    not_mail: str | None = None  # why this entry cannot be a message file
 
 
 class LocalConnector:
@@ -161,6 +162,10 @@ class LocalConnector:
     def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> bool:
         """Read one file into the batch; False if it could not be read at all."""
         provider_id = _provider_id(folder, entry.key)
+        if entry.not_mail:
+            reason = f"{entry.path} is {entry.not_mail}"
+            batch.rejected.append(RejectedItem(provider_id, folder, reason))
+            return True
         try:
             data = entry.path.read_bytes()
         except OSError as exc:
@@ -297,16 +302,46 @@ def _maildir_listing(base: Path) -> dict[str, _Entry]:
         if not directory.is_dir():
             continue
         for child in os.scandir(directory):
-            if child.name.startswith(".") or not child.is_file():
+            if child.name.startswith("."):
                 continue
             # "unique:2,FLAGS" ("!" on file systems that forbid ":"); the flags
             # change when the rep reads or flags the message, the unique part not.
             unique, info = _split_maildir_name(child.name)
-            stat = child.stat()
-            entries[unique] = _Entry(
-                unique, Path(child.path), (stat.st_mtime_ns, stat.st_size), info
-            )
+            entries[unique] = _entry(child, unique, info)
     return entries
+
+
+def _entry(child: os.DirEntry[str], key: str, flags: str = "") -> _Entry:
+    """A listed file; one that cannot hold a message (a FIFO, a dangling
+    link, a directory) says why, so that it is reported, never opened."""
+    if child.is_file():
+        stat = child.stat()
+        return _Entry(key, Path(child.path), (stat.st_mtime_ns, stat.st_size), flags)
+    stat = child.stat(follow_symlinks=False)
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    if child.is_symlink():
+        target = os.readlink(child.path)
+        why = f"a link to {target}, which does not exist; remove the link"
+    elif child.is_dir():
+        why = "a directory where message files belong; move it out"
+    else:
+        why = (
+            f"not a regular file ({_file_kind(stat.st_mode)}); mail must be "
+            "plain files, remove it"
+        )
+    return _Entry(key, Path(child.path), stamp, flags, not_mail=why)
+
+
+def _file_kind(mode: int) -> str:
+    import stat
+
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 _INFO = re.compile(r"[:!]2,")
@@ -322,12 +357,10 @@ def _split_maildir_name(name: str) -> tuple[str, str]:
 def _plain_listing(base: Path) -> dict[str, _Entry]:
     entries: dict[str, _Entry] = {}
     for child in os.scandir(base):
-        if child.name.startswith(".") or not child.is_file():
+        # Directories are folders of their own here.
+        if child.name.startswith(".") or child.is_dir():
             continue
-        stat = child.stat()
-        entries[child.name] = _Entry(
-            child.name, Path(child.path), (stat.st_mtime_ns, stat.st_size)
-        )
+        entries[child.name] = _entry(child, child.name)
     return entries
 
 
