@@ -197,10 +197,13 @@ def _import(app: App, path: str, kind: str) -> None:
         run = (
             importer.import_accounts if kind == "accounts" else importer.import_contacts
         )
-        report = run(session, rows)
-        relinked = relink(session, load_directory(session), organisation(app.config))
+        ours = organisation(app.config)
+        report = run(session, rows, ours)
+        relinked = relink(session, load_directory(session), ours)
     for line, message in report.errors:
         click.echo(f"{path}:{line}: {message}", err=True)
+    for line, message in report.warnings:
+        click.echo(f"{path}:{line}: warning: {message}", err=True)
     click.echo(
         f"{kind}: {report.created} created, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.errors)} rejected; "

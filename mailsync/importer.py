@@ -32,8 +32,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailsync.errors import UserError
-from mailsync.linker.addresses import normalise, normalise_domain
+from mailsync.linker.addresses import is_within, normalise, normalise_domain
 from mailsync.linker.freemail import FREE_MAIL_DOMAINS
+from mailsync.linker.rules import Organisation
 from mailsync.store.directory import account_by_name, contact_by_address, name_key
 from mailsync.store.models import Account, AccountDomain, Contact, ContactAddress
 
@@ -71,6 +72,8 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     errors: list[tuple[int, str]] = field(default_factory=list)
+    # Rows imported, but that will not do what the admin expects.
+    warnings: list[tuple[int, str]] = field(default_factory=list)
 
     def bad(self, line: int, message: str) -> None:
         self.errors.append((line, message))
@@ -170,9 +173,13 @@ def _card_blocks(text: str) -> Iterator[tuple[int, str, str | None]]:
     for number, line in enumerate(text.splitlines(), start=1):
         begins = line.strip().upper() == "BEGIN:VCARD"
         if begins and start:
-            yield start, "", (
-                f"this vCard has no END:VCARD before the next card on line "
-                f"{number}; add END:VCARD"
+            yield (
+                start,
+                "",
+                (
+                    f"this vCard has no END:VCARD before the next card on line "
+                    f"{number}; add END:VCARD"
+                ),
             )
         if begins:
             start, lines = number, []
@@ -180,9 +187,13 @@ def _card_blocks(text: str) -> Iterator[tuple[int, str, str | None]]:
         elif not start and line.strip():
             if not stray:
                 stray = number
-                yield number, "", (
-                    "text outside any vCard (not between BEGIN:VCARD and "
-                    "END:VCARD) was ignored"
+                yield (
+                    number,
+                    "",
+                    (
+                        "text outside any vCard (not between BEGIN:VCARD and "
+                        "END:VCARD) was ignored"
+                    ),
                 )
             continue
         elif not start:
@@ -246,13 +257,50 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
 # --- applying rows ---------------------------------------------------------
 
 
-def import_accounts(session: Session, rows: Iterator[Row]) -> ImportReport:
-    return _import(session, rows, _upsert_account)
+def import_accounts(
+    session: Session, rows: Iterator[Row], internal: Organisation | None = None
+) -> ImportReport:
+    def ours(fields: dict[str, str]) -> str | None:
+        found = [_domain(d) for d in _split(fields.get("domains", ""))]
+        domains = [
+            d
+            for d in found
+            if d and internal and is_within(d, internal.internal_domains)
+        ]
+        if not domains:
+            return None
+        return (
+            f"{', '.join(domains)} is one of our own domains (internal_domains): "
+            "our own people are never counterparties, so no mail links to this "
+            "account by it; give the customer's domain instead"
+        )
+
+    return _import(session, rows, _upsert_account, warn=ours)
 
 
-def import_contacts(session: Session, rows: Iterator[Row]) -> ImportReport:
+def import_contacts(
+    session: Session, rows: Iterator[Row], internal: Organisation | None = None
+) -> ImportReport:
     lines: dict[str, int] = {}  # address -> the row that had it first
-    return _import(session, rows, _upsert_contact, lambda row: _seen_before(row, lines))
+
+    def ours(fields: dict[str, str]) -> str | None:
+        found = (normalise(a) for a in _split(fields.get("emails", "")))
+        addresses = [a for a in found if a and internal and internal.is_internal(a)]
+        if not addresses:
+            return None
+        return (
+            f"{', '.join(addresses)} is one of our own addresses (internal_domains "
+            "or a mailbox): our own people are never counterparties, so no mail "
+            "links to this contact by it; give the customer's address instead"
+        )
+
+    return _import(
+        session,
+        rows,
+        _upsert_contact,
+        lambda row: _seen_before(row, lines),
+        warn=ours,
+    )
 
 
 def _import(
@@ -260,8 +308,10 @@ def _import(
     rows: Iterator[Row],
     upsert: Callable[[Session, dict[str, str]], str],
     clash: Callable[[Row], str | None] = lambda row: None,
+    warn: Callable[[dict[str, str]], str | None] = lambda fields: None,
 ) -> ImportReport:
-    """Each row in a savepoint of its own: a bad row is reported, the rest stays."""
+    """Each row in a savepoint of its own: a bad row is reported, the rest
+    stays. A row that is imported but will not link as meant is warned of."""
     report = ImportReport()
     for row in rows:
         problem = row.error or clash(row)
@@ -275,6 +325,9 @@ def _import(
             report.bad(row.line, str(exc))
             continue
         _count(report, outcome)
+        warning = warn(row.fields)
+        if warning:
+            report.warnings.append((row.line, warning))
     return report
 
 

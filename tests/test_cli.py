@@ -765,3 +765,31 @@ def test_sync_once_leaves_a_mailbox_that_the_service_holds(mailsync, store_url):
     assert "new" in synced.stdout
     with factory() as session:
         assert leases.holders(session) == {}  # given back when done
+
+
+def test_importing_our_own_people_warns_that_they_never_link(mailsync, tmp_path):
+    mailsync("init")
+    accounts = tmp_path / "accounts.csv"
+    accounts.write_text(
+        "name,domains\nContoso,contoso.com\nTailspin Toys,tailspintoys.com\n"
+    )
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(
+        "name,emails,account\n"
+        "Andy Carothers,andy.carothers@tailspintoys.com,Tailspin Toys\n"
+        "Ben Miller,ben.miller@sales.contoso.com;ben@gmail.com,\n"
+    )
+    imported = mailsync("accounts", "import", str(accounts))
+    assert imported.stderr == (
+        f"{accounts}:2: warning: contoso.com is one of our own domains "
+        "(internal_domains): our own people are never counterparties, so no "
+        "mail links to this account by it; give the customer's domain instead\n"
+    )
+    imported = mailsync("contacts", "import", str(contacts))
+    assert imported.stderr == (
+        f"{contacts}:3: warning: ben.miller@sales.contoso.com is one of our own "
+        "addresses (internal_domains or a mailbox): our own people are never "
+        "counterparties, so no mail links to this contact by it; give the "
+        "customer's address instead\n"
+    )
+    assert "2 created" in imported.stdout  # imported all the same, exit 0
