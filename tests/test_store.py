@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def test_sqlite_file_is_private_to_its_owner(tmp_path: Path) -> None:
     db.upgrade(engine)
     engine.dispose()
     assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_sqlite_files_stay_private_under_an_open_umask(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    old = os.umask(0)  # a service manager that sets none
+    try:
+        engine = db.open_engine(f"sqlite:///{path}")
+        db.upgrade(engine)
+        with engine.connect():  # while open: -wal and -shm exist
+            files = [path, path.with_name("m.db-wal"), path.with_name("m.db-shm")]
+            modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in files}
+        engine.dispose()
+    finally:
+        os.umask(old)
+    assert modes == {"m.db": 0o600, "m.db-wal": 0o600, "m.db-shm": 0o600}
 
 
 def test_a_database_without_schema_says_to_run_init(tmp_path: Path) -> None:
