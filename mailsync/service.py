@@ -106,6 +106,8 @@ class Service:
         self.next_renew = 0.0
         self.metrics = Metrics()
         self.metrics_server: ThreadingHTTPServer | None = None
+        # Started by stop(): ends the process if the cycles in hand hang.
+        self.watchdog: threading.Timer | None = None
         self._add_slots(time.monotonic())
 
     # --- settings ----------------------------------------------------------
@@ -167,10 +169,10 @@ class Service:
         self._start_due(now)
 
     def stop(self) -> None:
-        if not self.stopping.is_set():
-            watchdog = threading.Timer(STOP_GRACE, self._abandon)
-            watchdog.daemon = True
-            watchdog.start()
+        if not self.stopping.is_set() and self.watchdog is None:
+            self.watchdog = threading.Timer(STOP_GRACE, self._abandon)
+            self.watchdog.daemon = True
+            self.watchdog.start()
         self.stopping.set()
         self.wake.set()
 
@@ -446,4 +448,7 @@ class Service:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
             self.metrics_server = None
+        if self.watchdog is not None:  # stopped in time
+            self.watchdog.cancel()
+            self.watchdog = None
         log.info("service %s stopped", self.holder)
