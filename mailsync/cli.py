@@ -958,6 +958,23 @@ def reminders_remove(app: App, ident: str) -> None:
     click.echo(message)
 
 
+@reminders.command("retry")
+@click.argument("ident", metavar="ID")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Retry one that may be in the mailbox already (look there first).",
+)
+@pass_app
+def reminders_retry(app: App, ident: str, force: bool) -> None:
+    """Deliver a failed reminder again at the next run, once its cause is fixed."""
+    from mailsync.reminders.views import retry
+
+    with app.transaction() as session:
+        message = retry(session, ident, force)
+    click.echo(message)
+
+
 @reminders.command("run")
 @click.option(
     "--once",

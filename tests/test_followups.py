@@ -28,8 +28,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailsync.config import Config, parse_config
 from mailsync.connectors.local import LocalConnector
+from mailsync.errors import UserError
 from mailsync.queries import history
 from mailsync.reminders.scheduler import run_once
+from mailsync.reminders.views import retry
 from mailsync.reminders.workdays import WorkCalendar
 from mailsync.store.db import transaction
 from mailsync.store.models import Activity, Reminder
@@ -522,6 +524,17 @@ def test_a_crash_while_delivering_never_delivers_twice(world):
     assert len(world.tasks()) == 1
     assert world.activities("task") == []
 
+    # Retried only by an admin who looked in the mailbox and says so.
+    with transaction(world.factory) as session:
+        with pytest.raises(UserError, match="may be in the rep's mailbox already"):
+            retry(session, str(reminder.id))
+    with transaction(world.factory) as session:
+        retry(session, str(reminder.id), force=True)
+    with time_machine.travel(DEADLINE + timedelta(minutes=20), tick=False):
+        assert world.run().delivery.delivered == 1
+    assert world.reminder("no_reply").status == "delivered"
+    assert len(world.activities("task")) == 1
+
 
 # --- after_meeting ---------------------------------------------------------------
 
@@ -666,6 +679,27 @@ def test_a_letter_with_a_placeholder_that_cannot_be_filled_is_not_delivered(
     assert "sales_call_follow_up.docx" in (letter.last_error or "")
     assert list(world.outbox.glob("*.docx")) == []
     assert world.activities("letter") == []
+
+    # The admin mends the template and retries the letter: it goes at the
+    # next run, filled, and the task is not delivered again.
+    document = Document()
+    document.add_paragraph("Dear {{contact.first_name}}, at {{account.name}}")
+    document.save(str(templates / "sales_call_follow_up.docx"))
+    with transaction(world.factory) as session:
+        with pytest.raises(UserError, match="is delivered; only a failed one"):
+            retry(
+                session, str(next(r.id for r in world.reminders() if r.kind == "task"))
+            )
+        said = retry(session, str(letter.id))
+    assert said.startswith(f"reminder {letter.id} will be delivered at the next run")
+    with time_machine.travel(utc(2026, 3, 11, 16, 20), tick=False):
+        report = world.run()
+    assert (report.delivery.delivered, report.delivery.failed) == (1, 0)
+    [docx] = list(world.outbox.glob("*.docx"))
+    text = "\n".join(p.text for p in Document(str(docx)).paragraphs)
+    assert text == "Dear Andy, at Tailspin Toys"
+    assert len(world.activities("letter")) == 1
+    assert len(world.tasks()) == 1
 
 
 def weekly_status_call(world: World) -> None:

@@ -98,6 +98,9 @@ def test_remove_a_pending_reminder_and_bad_ids(admin: Mailsync):
                 admin.json("reminders", "run", "--once")["delivery"]["delivered"] == 0
             )
     assert "no reminder 99" in admin.fails("reminders", "remove", "99")
+    assert "is removed; only a failed one is retried" in admin.fails(
+        "reminders", "retry", str(reminder["id"])
+    )
     assert "is not a reminder id" in admin.fails("reminders", "remove", "soon")
     assert "either --every" in admin.fails("reminders", "add", "--contact", ANDY)
     assert "weekdays" in admin.fails(

@@ -72,6 +72,8 @@ Opener = Callable[[MailboxConfig], Connector]
 
 # A reminder delivering for longer than this was left by a process that stopped.
 STALE = timedelta(minutes=10)
+# The note of a failed reminder whose task or letter may have been written.
+MAYBE_DELIVERED = "it may be in the mailbox already: look there"
 
 
 @dataclass
@@ -142,7 +144,7 @@ def _fail_interrupted(session: Session, now: datetime) -> int:
         row.status = Status.FAILED.value
         row.note = (
             "interrupted while it was being delivered (the process stopped); "
-            "it may be in the mailbox already: look there"
+            + MAYBE_DELIVERED
         )
         row.updated_at = now
         log.warning("follow-ups: reminder %d was interrupted; not tried again", row.id)
@@ -225,7 +227,7 @@ def _deliver_one(
         else:
             item = writer.save_letter(followup)
     except DeliveryUncertain as exc:
-        _give_up(factory, [reminder_id], str(exc), now, report)
+        _give_up(factory, [reminder_id], str(exc), now, report, MAYBE_DELIVERED)
         return
     except Exception as exc:
         log.warning(
@@ -272,6 +274,7 @@ def _give_up(
     why: str,
     now: datetime,
     report: DeliveryReport,
+    note: str | None = None,
 ) -> None:
     with transaction(factory) as session:
         for reminder_id in ids:
@@ -281,6 +284,7 @@ def _give_up(
                 Status.DELIVERING.value,
             ):
                 _fail(row, why, now)
+                row.note = note or row.note
                 report.failed += 1
 
 

@@ -205,6 +205,37 @@ def remove(session: Session, ident: str) -> str:
     return f"reminder {ident} removed: {row.subject}"
 
 
+def retry(session: Session, ident: str, force: bool = False) -> str:
+    """Put a failed reminder back to pending, its attempts counted anew, for
+    the next run to deliver (once what made it fail is fixed: a contact's
+    field, a template, a mailbox's rights). One that may be in the mailbox
+    already is retried only with ``force``; a message saying what was done."""
+    from mailsync.reminders.deliver import MAYBE_DELIVERED
+
+    text = ident.strip()
+    row = session.get(Reminder, int(text)) if text.isdigit() else None
+    if row is None:
+        raise UserError(
+            f"no reminder {ident!r}; give its number, as `mailsync reminders list "
+            "--all` shows it"
+        )
+    if row.status != Status.FAILED.value:
+        raise UserError(
+            f"reminder {ident} is {row.status}; only a failed one is retried"
+        )
+    if MAYBE_DELIVERED in (row.note or "") and not force:
+        raise UserError(
+            f"reminder {ident} may be in the rep's mailbox already ({row.note}); "
+            "retry it with --force only if it is not there"
+        )
+    row.status, row.attempts, row.last_error = Status.PENDING.value, 0, None
+    row.note, row.updated_at = "retried by hand", utc_now()
+    return (
+        f"reminder {ident} will be delivered at the next run "
+        f"(`mailsync reminders run --once`, or the service's): {row.subject}"
+    )
+
+
 # --- the feed ----------------------------------------------------------------
 
 
