@@ -72,6 +72,9 @@ class ActivityView:
     accounts: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     link_rules: list[dict[str, Any]] = field(default_factory=list)
+    # What could not be read in the item's headers (a malformed address list,
+    # a bad date): the part was left out, never linked.
+    defects: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +90,7 @@ class ActivityView:
             "accounts": self.accounts,
             "sources": self.sources,
             "link_rules": self.link_rules,
+            "defects": self.defects,
         }
 
 
@@ -123,6 +127,7 @@ def activity_views(session: Session, ids: Sequence[int]) -> list[ActivityView]:
             a.subject,
             a.status,
             TaskView.of(a) if a.kind == "task" else None,
+            defects=defects_of(a),
         )
         for a in activities
     }
@@ -130,6 +135,11 @@ def activity_views(session: Session, ids: Sequence[int]) -> list[ActivityView]:
     _add_links(session, views)
     _add_sources(session, views)
     return list(views.values())
+
+
+def defects_of(activity: Activity) -> list[str]:
+    found = json.loads(activity.defects or "[]")
+    return [str(d) for d in found] if isinstance(found, list) else []
 
 
 def _add_participants(session: Session, views: dict[int, ActivityView]) -> None:

@@ -27,7 +27,7 @@ from mailsync.connectors.base import Connector
 from mailsync.items import Folder, Item
 from mailsync.linker.rules import Target, direct_links
 from mailsync.linker.screen import ExcludeReason
-from mailsync.queries import iso
+from mailsync.queries import defects_of, iso
 from mailsync.store.directory import load_directory
 from mailsync.store.history import ItemPlan
 from mailsync.store.models import (
@@ -198,6 +198,7 @@ def _planned_row(item: Item, decision: ItemPlan | Skip) -> ItemOutcome:
         item.occurred_at,
         item.subject,
         kind=item.kind.value,
+        reason=_unreadable(item.defects),
     )
 
 
@@ -379,11 +380,21 @@ def _recorded(
                 None if opted_out else activity.subject,
                 kind=activity.kind,
                 links=_link_list(found, names),
-                reason="opted_out: the rep marked it private" if opted_out else None,
+                reason=(
+                    "opted_out: the rep marked it private"
+                    if opted_out
+                    else _unreadable(defects_of(activity))
+                ),
                 removed=source.removed_at is not None,
             )
         )
     return rows
+
+
+def _unreadable(defects: list[str]) -> str | None:
+    """What in an item could not be read as written (a malformed address
+    list, whose bad part took no part in linking; no Message-ID; ...)."""
+    return "defects: " + "; ".join(defects) if defects else None
 
 
 def _skipped(

@@ -258,6 +258,7 @@ def test_history_json_has_a_stable_shape(demo):
         "accounts",
         "sources",
         "link_rules",
+        "defects",
     }
     for view in views:
         assert set(view) == keys
@@ -430,6 +431,31 @@ def test_files_that_are_not_mail_are_rejected_and_the_rest_recorded(
         assert ISO_UTC.fullmatch(item["seen_at"])
         assert f"rejected {item['provider_id']} in Inbox: {item['reason']}" in text
     assert "2 rejected" in text
+
+
+def test_a_malformed_address_is_shown_as_a_defect_in_history_and_reconcile(
+    mailsync, contoso_maildir
+):
+    (contoso_maildir / ".Sent" / "cur" / "1799000002.M3P3.contoso-srv:2,S").write_bytes(
+        b"From: Tamara Johnston <tamara@contoso.com>\r\n"
+        b"To: Andy Carothers <andy.carothers@tailspintoys.com>, "
+        b"Pat <pat@@tailspintoys..com\r\n"
+        b"Subject: Pilot dates\r\nDate: Tue, 10 Nov 2026 10:00:00 -0800\r\n"
+        b"Message-ID: <pilot-dates@contoso.com>\r\n\r\nThe dates.\r\n"
+    )
+    mailsync("init")
+    mailsync("accounts", "import", str(CONTOSO / "accounts.csv"))
+    mailsync("contacts", "import", str(CONTOSO / "contacts.csv"))
+    mailsync("sync", "--once")
+
+    dates = find(mailsync.history(account="Tailspin Toys"), "Pilot dates")
+    assert dates["defects"] == ["to: not an address: 'Pat <pat@@tailspintoys..com'"]
+    assert addresses(dates) == {"tamara@contoso.com", ANDY_WORK}
+    report = mailsync.json("report", "reconcile", "--mailbox", MAILBOX)
+    [row] = [i for i in report["items"] if i["subject"] == "Pilot dates"]
+    assert row["outcome"] == "linked"
+    assert row["reason"] == "defects: to: not an address: 'Pat <pat@@tailspintoys..com'"
+    assert find(mailsync.history(account="Tailspin Toys"), PILOT)["defects"] == []
 
 
 # --- a second cycle --------------------------------------------------------
