@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -635,3 +635,81 @@ def test_a_cycle_whose_lease_was_taken_stops_after_the_page_in_hand(tmp_path, ca
     assert f"mailbox {REP}: cycle stopped after the page in hand" in messages
     with factory() as session:  # the other's lease is left alone
         assert leases.holders(session)[REP][0] == "other:1:x"
+
+
+# --- on the Graph simulator, `mailsync run` as a process ------------------------
+
+from tests.graph.conftest import ca as ca  # noqa: E402,F401  (the fixtures)
+from tests.graph.conftest import graph as graph  # noqa: E402,F401
+from tests.graph.conftest import settings as graph_settings  # noqa: E402
+from tests.graph.conftest import tokens as tokens  # noqa: E402,F401
+from tests.graph.mailbox import Address as GraphAddress  # noqa: E402
+from tests.graph.mailbox import Message  # noqa: E402
+from tests.graph.simulator import GraphSimulator  # noqa: E402
+
+GRAPH_DELTAS = {"messages.delta", "calendarView.delta", "todo.tasks.delta"}
+
+
+def graph_mail(n: int) -> Message:
+    buyer = GraphAddress("buyer@fabrikam.com", "Lee Buyer")
+    when = datetime.now().astimezone() - timedelta(hours=n)
+    return Message(
+        subject=f"Order {n}",
+        body=f"About order {n}.",
+        author=buyer,
+        sender=buyer,
+        to=(GraphAddress(REP, "Tamara Johnston"),),
+        internet_message_id=f"<order{n}@fabrikam.com>",
+        sent=when,
+        received=when,
+    )
+
+
+def first_cycle_folders(factory: sessionmaker[Session]) -> int:
+    from mailsync.store.models import Mailbox
+
+    with factory() as session:
+        counts = session.scalar(select(Mailbox.last_counts))
+    return int(json.loads(counts)["folders"]) if counts else 0
+
+
+def test_an_idle_microsoft_365_mailbox_costs_one_batch_a_check(
+    tmp_path,
+    running,
+    graph: GraphSimulator,  # noqa: F811
+):
+    box = graph.mailbox(REP)
+    box.add(graph_mail(1), "inbox")
+    url = sqlite_url(tmp_path / "ms.db")
+    factory = opened(url)
+    config = write_config(tmp_path / "ms.toml", url, {}, interval=0.3)
+    mailbox = graph_settings(graph).model_dump(mode="json", exclude_none=True)
+    with config.open("a", encoding="utf-8") as out:
+        out.write("[[mailboxes]]\n")
+        for key, value in mailbox.items():
+            if not isinstance(value, list):
+                out.write(f"{key} = {json.dumps(value)}\n")
+    service = Running(config, tmp_path / "run.log")
+    running.append(service)
+    # The first check cannot tell (a new connector): every folder is synced.
+    wait_for("the first cycle", lambda: first_cycle_folders(factory) == 6, 60)
+    assert count(factory, Activity) == 1
+
+    graph.reset_counts()
+    time.sleep(1.5)
+    with graph.lock:
+        calls = [c for c in graph.calls if not c.batched]
+        inside = {c.operation for c in graph.calls if c.batched}
+    # The connector stayed open: no sign-in, no folder listing, no lone delta
+    # GET; each check is one $batch of the six folders' delta links.
+    assert {(c.operation, c.mailbox) for c in calls} == {("$batch", REP)}, calls
+    assert 2 <= len(calls) <= 6, calls  # 1.5 s at one check each 0.3 s
+    assert inside <= GRAPH_DELTAS, inside
+
+    box.add(graph_mail(2), "inbox")
+    wait_for("the new message", lambda: count(factory, Activity) == 2, 10)
+    code, _took = service.stop()
+    assert code == 0
+    log = service.text()
+    assert "Traceback" not in log
+    assert re.search(r"mailbox tamara@contoso.com: 1 folders, 1 items, 1 new", log)

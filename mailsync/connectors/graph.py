@@ -54,6 +54,28 @@ was read with, 20 to a ``$batch``): an item changed since is refused with
 412 ErrorIrresolvableConflict and not overwritten. The cursor remembers
 the change key each write gave, so the write does not come back as a change.
 
+The change check (:meth:`GraphConnector.changed_folders`, see
+:class:`~mailsync.connectors.base.ChangeChecker`) GETs each folder's delta
+again from the deltaLink its last sync ended on, 20 folders to a
+``$batch``: an idle mailbox of up to 20 synced folders costs one request.
+The links live in this connector's memory. A folder's link is set only
+when its ``changes()`` ran to the end, which the core asks for only after
+it committed the last page. While a folder of the last listing has begun
+a sync that did not end (it failed, or was stopped), or no folder has a
+link (a new connector, after a restart), the check cannot tell and the
+core syncs every folder. A folder the core does not sync (an excluded
+one) never begins one and is never checked. An answer with an
+empty ``value`` (or read flags only) and a deltaLink is no change: the next
+check starts from the new link, while the stored cursor stays as it is.
+Entries, a nextLink, a 410 or an error for that request name the folder,
+and its sync deals with them from the stored cursor; our own category
+writes too, which that sync then skips without reading the items. The
+check knows only the folders of the last ``folders()``: a new or removed
+folder, and a calendar window to renew, are found by the service's sweep,
+a sync of every folder that lists them again. A check that fails (throttled
+past its retries) costs the connector, which the service then opens anew,
+and so the next cycle syncs every folder.
+
 Follow-ups (:class:`~mailsync.connectors.base.FollowUpWriter`, with
 Tasks.ReadWrite.All and Mail.ReadWrite): a reminder is a To Do task in the
 default list (``POST todo/lists/{id}/tasks``), its reminder on at the due
@@ -75,7 +97,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -155,6 +177,9 @@ class _Unpermitted(UserError):
 
 
 _EXPIRED_CODES = {"syncstatenotfound", "syncstateinvalid", "resyncrequired"}
+# What changed_folders gives the core to keep: the check's memory is the
+# connector's own, so there is nothing else to save.
+CHECK_STATE = "graph-delta-links"
 
 
 class GraphConnector:
@@ -180,6 +205,12 @@ class GraphConnector:
         self._scopes: dict[str, _Scope] = {}
         # Per folder id: {item id: the change key our category write gave}.
         self._written: dict[str, dict[str, str]] = {}
+        # The change check's memory: the folders of the last listing, the
+        # deltaLink each folder's last sync ran to the end on, and the
+        # folders whose sync has begun and not run to its end.
+        self._listed: list[str] = []
+        self._settled: dict[str, str] = {}
+        self._unsettled: set[str] = set()
 
     def close(self) -> None:
         self.http.close()
@@ -205,6 +236,7 @@ class GraphConnector:
         for list_id, name in self._todo_lists():
             found.append(Folder(list_id, name, role_from_name(name)))
             self._scopes[list_id] = _Scope(_TASKS, f"/todo/lists/{list_id}")
+        self._listed = [f.id for f in found]
         return found
 
     def _well_known(self) -> tuple[dict[str, FolderRole], str | None]:
@@ -315,13 +347,15 @@ class GraphConnector:
                 "mailbox %s: folder %s is gone", self.mailbox.address, folder.name
             )
             return
+        self._settled.pop(folder.id, None)
+        self._unsettled.add(folder.id)
         link, written, window_end = self._read_cursor(folder, cursor)
         self._written[folder.id] = written
         restarted = False
         while True:
             try:
-                yield from self._pages(folder, scope, link, window_end)
-                return
+                last = yield from self._pages(folder, scope, link, window_end)
+                break
             except DeltaExpired:
                 if restarted:
                     raise TransientError(
@@ -336,10 +370,15 @@ class GraphConnector:
                 )
                 link, window_end, restarted = None, None, True
                 written.clear()
+        # Only here, once the core asked for more after the last page: it
+        # commits a page before it asks for the next (see mailsync.sync).
+        self._unsettled.discard(folder.id)
+        self._settled[folder.id] = last
 
     def _pages(
         self, folder: Folder, scope: _Scope, link: str | None, window_end: str | None
-    ) -> Iterator[ChangeBatch]:
+    ) -> Generator[ChangeBatch, None, str]:
+        """The pages from ``link`` on; returns the deltaLink they end on."""
         written = self._written[folder.id]
         if link is None:
             link, window_end = self._first_link(scope)
@@ -373,6 +412,7 @@ class GraphConnector:
             break
         if written != carried:
             yield ChangeBatch(folder, cursor=_cursor(link, written, window_end))
+        return link
 
     def _first_link(self, scope: _Scope) -> tuple[str, str | None]:
         now = datetime.now(UTC).replace(microsecond=0)
@@ -539,6 +579,51 @@ class GraphConnector:
                     except (TypeError, ValueError):
                         pass
         return found
+
+    # --- change check ------------------------------------------------------
+
+    def changed_folders(self, state: str | None) -> tuple[set[str] | None, str]:
+        """The folders whose delta has news, by one GET of each folder's
+        deltaLink, 20 to a ``$batch``; ``None`` until every folder a sync
+        began has run to its end (see the module). ``state`` is not used:
+        what the check needs lives in this connector."""
+        ids = [f for f in self._listed if f in self._settled]
+        if not ids or self._unsettled.intersection(self._listed):
+            return None, CHECK_STATE
+        asked, changed = [], set()
+        for folder_id in ids:
+            path = self.http.relative(self._settled[folder_id])
+            if path is None:
+                changed.add(folder_id)  # the sync will say what is wrong
+            else:
+                prefer = self._prefer(self._scopes[folder_id])
+                asked.append((folder_id, Request("GET", path, prefer)))
+        answers = self.http.batch([r for _, r in asked], "GET delta (check)")
+        for (folder_id, _), answer in zip(asked, answers, strict=True):
+            quiet = self._quiet_link(answer, self._scopes[folder_id])
+            if quiet is None:
+                changed.add(folder_id)
+            else:
+                # Nothing lay between the two links: the next check may
+                # start from the new one. The stored cursor stays as it is.
+                self._settled[folder_id] = quiet
+        return changed, CHECK_STATE
+
+    def _quiet_link(self, answer: Answer, scope: _Scope) -> str | None:
+        """The new deltaLink of an answer that shows nothing to sync; None
+        for anything else (entries, a nextLink, a 410, an error)."""
+        body = answer.body if answer.ok else None
+        if not isinstance(body, dict) or body.get("@odata.nextLink"):
+            return None
+        link, entries = body.get("@odata.deltaLink"), body.get("value")
+        if not isinstance(link, str) or not isinstance(entries, list):
+            return None
+        if not self.http.same_host(link):
+            return None
+        # A read flag is no news: the sync skips such entries too.
+        if not all(scope.kind == _MAIL and is_read_flag_only(e) for e in entries):
+            return None
+        return link
 
     # --- categories --------------------------------------------------------
 

@@ -380,6 +380,15 @@ class GraphClient:
     def same_host(self, url: str) -> bool:
         return _origin(url) == self._origin
 
+    def relative(self, url: str) -> str | None:
+        """A link the server gave as the path under ``/v1.0`` that a
+        ``$batch`` request names; ``None`` for a link elsewhere."""
+        root, parts = urlsplit(self.root).path, urlsplit(url)
+        if not self.same_host(url) or not parts.path.startswith(root + "/"):
+            return None
+        path = parts.path[len(root) :]
+        return f"{path}?{parts.query}" if parts.query else path
+
     def _wait(
         self, operation: str, why: str, retry_after: float | None, attempt: int
     ) -> None:

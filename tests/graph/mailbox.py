@@ -466,10 +466,20 @@ class DeltaBook:
                 entries.append(("read", item_id))
         return Round(scope, params, entries, dict(current))
 
-    def forget(self) -> None:
-        """Every token stops working (a 410 for each), as after a mailbox move."""
-        self.skips.clear()
-        self.deltas.clear()
+    def forget(self, scope: str | None = None) -> None:
+        """Every token stops working (a 410 for each), as after a mailbox move;
+        with ``scope`` (``mail:<folder id>``, ``calendar``, ``todo:<list
+        id>``), only that one's, as when a folder's token expired."""
+        if scope is None:
+            self.skips.clear()
+            self.deltas.clear()
+            return
+        for token, (round_, _) in list(self.skips.items()):
+            if round_.scope == scope:
+                del self.skips[token]
+        for token, (kept, _, _) in list(self.deltas.items()):
+            if kept == scope:
+                del self.deltas[token]
 
 
 def _changed(before: Any, now: Any) -> bool:

@@ -21,7 +21,8 @@ Per mailbox it counts the requests in flight, the greatest number at any
 moment (``max_in_flight``) and refuses a fifth (429, the MailboxConcurrency
 error Outlook gives). ``requests`` counts HTTP requests by operation,
 ``batched`` the requests inside ``$batch`` calls, ``calls`` lists both in
-order. ``errors`` keeps the traceback of any bug in the simulator itself:
+order (a ``$batch`` after the requests in it, with their mailbox when they
+have one). ``errors`` keeps the traceback of any bug in the simulator itself:
 the test fixture fails a test that has one. ``latency`` delays every
 answer, so that concurrent requests overlap. Nothing here logs a header,
 a token or a body.
@@ -54,18 +55,21 @@ BATCH_LIMIT = 20
 
 @dataclass(frozen=True)
 class Call:
-    """One request as the simulator saw it (never its headers or body)."""
+    """One request as the simulator saw it (never its headers or body), and
+    when it was answered (``time.time()``)."""
 
     operation: str
     mailbox: str | None
     status: int
     batched: bool = False
+    at: float = field(default_factory=time.time, compare=False)
 
 
 @dataclass
 class _Answer:
     reply: Reply
     fault: Fault | None = None
+    mailbox: str | None = None
 
 
 @dataclass
@@ -213,7 +217,7 @@ class GraphSimulator:
         except Refusal as refusal:
             reply = Reply(refusal.status, refusal.body(), refusal.headers)
         self._record(operation, mailbox, reply.status, req.batched)
-        return _Answer(reply, fault)
+        return _Answer(reply, fault, mailbox.address if mailbox else None)
 
     def _client(self, req: Req) -> str:
         given = req.headers.get("authorization", "")
@@ -334,16 +338,19 @@ class GraphSimulator:
         fault = self.faults.take("$batch", False)
         with self.lock:
             self.requests["$batch"] += 1
+        mailboxes: set[str | None] = set()
         try:
             req.client_id = self._client(req)
-            reply = self._refused_by(fault) or self._run_batch(req)
+            reply = self._refused_by(fault) or self._run_batch(req, mailboxes)
         except Refusal as refusal:
             reply = Reply(refusal.status, refusal.body(), refusal.headers)
+        # The batch is one mailbox's when all its requests are.
+        mailbox = mailboxes.pop() if len(mailboxes) == 1 else None
         with self.lock:
-            self.calls.append(Call("$batch", None, reply.status))
-        return _Answer(reply, fault)
+            self.calls.append(Call("$batch", mailbox, reply.status))
+        return _Answer(reply, fault, mailbox)
 
-    def _run_batch(self, req: Req) -> Reply:
+    def _run_batch(self, req: Req, mailboxes: set[str | None]) -> Reply:
         entries = (req.body or {}).get("requests")
         if not isinstance(entries, list) or not entries:
             raise Refusal(400, "BadRequest", "Invalid batch payload format.")
@@ -356,10 +363,15 @@ class GraphSimulator:
         results: list[dict[str, Any]] = []
         for start in range(0, len(entries), CONCURRENCY):
             chunk = entries[start : start + CONCURRENCY]
-            results.extend(self._pool.map(lambda e: self._sub(e, auth), chunk))
+            answered = self._pool.map(lambda e: self._sub(e, auth), chunk)
+            for result, mailbox in answered:
+                results.append(result)
+                mailboxes.add(mailbox)
         return Reply(200, {"responses": results})
 
-    def _sub(self, entry: dict[str, Any], auth: str) -> dict[str, Any]:
+    def _sub(
+        self, entry: dict[str, Any], auth: str
+    ) -> tuple[dict[str, Any], str | None]:
         try:
             url = str(entry["url"])
             parts = urlsplit(url if url.startswith("/") else "/" + url)
@@ -375,22 +387,25 @@ class GraphSimulator:
                 entry.get("body"),
                 batched=True,
             )
-            reply = self._one(sub).reply
+            answer = self._one(sub)
+            reply, mailbox = answer.reply, answer.mailbox
         except Exception:
             self.errors.append(traceback.format_exc())
             reply = Reply(
                 500, Refusal(500, "SimulatorBug", "batch entry failed").body()
             )
+            mailbox = None
         body: Any = reply.body
         response_headers = {"Content-Type": reply.content_type, **reply.headers}
         if isinstance(body, bytes):
             body = encode_raw(body)
-        return {
+        result = {
             "id": str(entry.get("id")),
             "status": reply.status,
             "headers": response_headers,
             "body": body,
         }
+        return result, mailbox
 
     def _record(
         self, operation: str, mailbox: Mailbox | None, status: int, batched: bool
