@@ -1,7 +1,9 @@
-"""The service, `mailsync run`, with 200 Exchange mailboxes on the EWS simulator.
+"""The service, `mailsync run`, with 200 Exchange mailboxes on the EWS simulator,
+then 20 idle Microsoft 365 mailboxes on the Graph simulator.
 
     .venv/bin/python benchmarks/bench_service.py [--mailboxes N] [--interval S]
-        [--minutes M] [--messages K]
+        [--minutes M] [--messages K] [--graph-mailboxes G] [--graph-minutes GM]
+        [--section all|ews|graph]
 
 A real `mailsync run` subprocess syncs N small mailboxes (three messages
 each) at the configured check interval (default: the service's own, 60 s).
@@ -20,6 +22,19 @@ It prints, each with its target and the ratio to it:
   the RSS of the same service with one mailbox after its first cycle,
   divided by N - 1; target < 200 KB.
 
+Then a `mailsync run` subprocess syncs G Microsoft 365 mailboxes as the
+Graph simulator makes them (three messages each; Inbox, Drafts, Sent Items,
+Archive, Deleted Items, Junk Email, Outbox, the calendar and two To Do
+lists, of which 6 folders are synced) and leaves them idle for GM minutes,
+its sweep interval shortened to three check intervals so that the phase
+holds sweeps as well as checks. The service's DEBUG log counts the checks
+and sweeps and when each began and ended; the simulator's requests of a
+mailbox answered meanwhile are that cycle's (a check is one ``$batch`` of
+delta GETs; a sweep lists the folders and GETs each delta).
+It prints the requests per idle mailbox per hour at the service's own
+cadence, one cycle per check interval and a sweep an hour: (3600 / S - 1)
+checks and one sweep, each at its measured cost; target <= 70.
+
 Exits 1 when a target is missed.
 """
 
@@ -37,6 +52,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,12 +66,26 @@ from sqlalchemy import func, select  # noqa: E402
 from mailsync.store import db  # noqa: E402
 from mailsync.store.models import ActivityKey, Mailbox  # noqa: E402
 from tests.ews.simulator import Address, EwsSimulator, SimMessage  # noqa: E402
+from tests.graph.conftest import system_bundle  # noqa: E402
+from tests.graph.mailbox import Address as GraphAddress  # noqa: E402
+from tests.graph.mailbox import Message  # noqa: E402
+from tests.graph.simulator import Call, GraphSimulator  # noqa: E402
+from tests.tls import TestCA  # noqa: E402
+from tests.token_server import TokenServer  # noqa: E402
 
 MAILSYNC = PROJECT / ".venv" / "bin" / "mailsync"
 USER, PASSWORD = "svc-mailsync@contoso.com", "bench-only-password"
 PASSWORD_ENV = "MAILSYNC_BENCH_EWS_PASSWORD"
 SWEEP_INTERVAL = 3600.0  # the service's default sweep_interval
 NEW_MAIL = re.compile(r"new-(\d+)@bench\.example")
+TENANT, CLIENT_ID = "bench-tenant", "bench-client"
+GRAPH_SECRET, GRAPH_SECRET_ENV = "bench-only-secret", "MAILSYNC_BENCH_GRAPH_SECRET"
+# The service's lines for a cycle's start and its counts (DEBUG for an idle
+# check), with their times.
+CYCLE_LINE = re.compile(
+    r"^(?P<when>\S+ \S+) \w+ mailsync\.service: mailbox (?P<mailbox>\S+): "
+    r"(?:cycle started by|(?P<folders>\d+) folders, .*, (?P<kind>check|sweep)$)"
+)
 
 
 def rep(n: int) -> str:
@@ -106,14 +138,20 @@ def rss_kb(pid: int) -> int:
 
 
 class Service:
-    """A `mailsync run` subprocess on its own SQLite file and log."""
+    """A `mailsync run` subprocess on its own SQLite file and log.
+
+    ``write(path, url)`` writes its configuration (the EWS one by default);
+    ``options`` go before ``run`` (``--log-level DEBUG``, say).
+    """
 
     def __init__(
         self,
         workdir: Path,
-        sim: EwsSimulator,
+        sim: EwsSimulator | None,
         addresses: list[str],
         interval: float | None,
+        write: Callable[[Path, str], None] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
         workdir.mkdir()
         self.url = f"sqlite:///{workdir}/bench.db"
@@ -121,10 +159,14 @@ class Service:
         db.upgrade(engine)
         self.factory = db.sessions(engine)
         config = workdir / "mailsync.toml"
-        write_config(config, self.url, sim, addresses)
+        if write is None:
+            assert sim is not None
+            write_config(config, self.url, sim, addresses)
+        else:
+            write(config, self.url)
         self.log = workdir / "run.log"
         self.count = len(addresses)
-        command = [str(MAILSYNC), "--config", str(config), "run"]
+        command = [str(MAILSYNC), "--config", str(config), *options, "run"]
         if interval is not None:
             command += ["--interval", str(interval)]
         self.handle = self.log.open("w", encoding="utf-8")
@@ -225,6 +267,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=("all", "ews", "graph"), default="all")
     parser.add_argument("--mailboxes", type=int, default=200)
     parser.add_argument(
         "--interval",
@@ -235,11 +278,28 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="steady phase")
     parser.add_argument("--messages", type=int, default=100)
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--graph-mailboxes", type=int, default=20)
+    parser.add_argument(
+        "--graph-minutes", type=float, default=4.0, help="the Graph idle phase"
+    )
     args = parser.parse_args()
     interval = args.interval or 60.0
-    steady = args.minutes * 60
-    if steady < 2 * interval:
+    if args.minutes * 60 < 2 * interval:
         parser.error("--minutes must cover at least two check intervals")
+    if args.graph_minutes * 60 < 3.5 * interval:
+        parser.error("--graph-minutes must cover three and a half check intervals")
+    missed = False
+    if args.section in ("all", "ews"):
+        missed |= bench_ews(args) != 0
+    if args.section in ("all", "graph"):
+        missed |= bench_graph(args) != 0
+    return 1 if missed else 0
+
+
+def bench_ews(args: argparse.Namespace) -> int:
+    """200 Exchange mailboxes: latency, requests and memory (see the module)."""
+    interval = args.interval or 60.0
+    steady = args.minutes * 60
     os.environ[PASSWORD_ENV] = PASSWORD
     os.environ["NO_PROXY"] = "127.0.0.1,localhost"
     rng = random.Random(args.seed)
@@ -352,6 +412,192 @@ def main() -> int:
         or code != 0
         or bool(errors)
     )
+    return 1 if missed else 0
+
+
+# --- Microsoft 365 mailboxes, idle -------------------------------------------
+
+
+def write_graph_config(
+    path: Path, url: str, sim: GraphSimulator, addresses: list[str], sweep: float
+) -> None:
+    lines = [
+        f'[database]\nurl = "{url}"\n',
+        '[organisation]\ninternal_domains = ["contoso.com"]\n',
+        "[followups]\nenabled = false\n",
+        f"[service]\nmetrics_port = 0\nsweep_interval = {sweep}\n",
+    ]
+    for address in addresses:
+        box = {
+            "address": address,
+            "rep": address,
+            "kind": "graph",
+            "tenant_id": TENANT,
+            "client_id": CLIENT_ID,
+            "client_secret_env": GRAPH_SECRET_ENV,
+            "authority": sim.tokens.authority,
+            "graph_url": sim.url,
+            "ca_bundle": str(sim.ca.pem),
+        }
+        lines.append(
+            "[[mailboxes]]\n"
+            + "".join(f"{k} = {json.dumps(v)}\n" for k, v in box.items())
+        )
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+def fill_graph(sim: GraphSimulator, addresses: list[str], per_mailbox: int) -> None:
+    start = datetime.now(UTC) - timedelta(days=10)
+    for address in addresses:
+        box = sim.add_mailbox(address, address)
+        for n in range(per_mailbox):
+            buyer = GraphAddress(f"buyer{n}@customer{n}.example", f"Buyer {n}")
+            when = start + timedelta(hours=n)
+            box.add(
+                Message(
+                    subject=f"Order {address}-{n}",
+                    body=f"Please confirm order {n}.",
+                    author=buyer,
+                    sender=buyer,
+                    to=(GraphAddress(address, address),),
+                    internet_message_id=f"<old-{address}-{n}@bench.example>",
+                    sent=when,
+                    received=when + timedelta(seconds=3),
+                )
+            )
+
+
+@dataclass
+class Cycle:
+    """One mailbox's cycle as the service logged it (wall-clock seconds)."""
+
+    mailbox: str
+    kind: str  # check or sweep
+    folders: int
+    started: float
+    ended: float
+    requests: Counter[str] = field(default_factory=Counter)
+    inside: int = 0  # requests inside its $batch calls
+
+
+def logged_cycles(text: str) -> list[Cycle]:
+    """Each cycle from its "cycle started" line to its line of counts."""
+    begun: dict[str, float] = {}
+    found = []
+    for line in text.splitlines():
+        match = CYCLE_LINE.match(line)
+        if match is None:
+            continue
+        when = datetime.strptime(match["when"], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        mailbox = match["mailbox"]
+        if match["kind"] is None:
+            begun[mailbox] = when
+        elif mailbox in begun:
+            started = begun.pop(mailbox)
+            found.append(
+                Cycle(mailbox, match["kind"], int(match["folders"]), started, when)
+            )
+    return found
+
+
+def count_requests(cycles: list[Cycle], calls: list[Call]) -> None:
+    """Give each cycle the HTTP requests of its mailbox answered during it
+    (a mailbox has one cycle at a time; a log line's time is cut to the
+    millisecond)."""
+    by_mailbox: dict[str, list[Cycle]] = {}
+    for cycle in cycles:
+        by_mailbox.setdefault(cycle.mailbox, []).append(cycle)
+    for call in calls:
+        for cycle in by_mailbox.get(call.mailbox or "", ()):
+            if cycle.started <= call.at <= cycle.ended + 0.001:
+                if call.batched:
+                    cycle.inside += 1
+                else:
+                    cycle.requests[call.operation] += 1
+                break
+
+
+def bench_graph(args: argparse.Namespace) -> int:
+    """Requests per idle Microsoft 365 mailbox per hour (see the module)."""
+    interval = args.interval or 60.0
+    count, phase = args.graph_mailboxes, args.graph_minutes * 60
+    sweep_every = 3 * interval
+    os.environ[GRAPH_SECRET_ENV] = GRAPH_SECRET
+    os.environ["NO_PROXY"] = "127.0.0.1,localhost"
+    os.environ["REQUESTS_CA_BUNDLE"] = system_bundle()
+    addresses = [f"m365-{n:03d}@contoso.com" for n in range(count)]
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ca = TestCA(tmp)
+        with TokenServer(ca, TENANT) as tokens, GraphSimulator(ca, tokens) as sim:
+            tokens.add_app(CLIENT_ID, GRAPH_SECRET, f"{sim.url}/.default")
+            sim.add_app(CLIENT_ID, "Mail.ReadWrite", "Calendars.Read", "Tasks.Read.All")
+            fill_graph(sim, addresses, 3)
+
+            def write(path: Path, url: str) -> None:
+                write_graph_config(path, url, sim, addresses, sweep_every)
+
+            service = Service(
+                tmp / "graph",
+                None,
+                addresses,
+                args.interval,
+                write=write,
+                options=("--log-level", "DEBUG"),
+            )
+            try:
+                first = service.wait_first_cycles(max(300.0, 3 * count))
+                start = time.time()
+                time.sleep(phase)
+                end = time.time()
+            finally:
+                code = service.stop()
+            problems = service.problems()
+            errors = list(sim.errors)
+            with sim.lock:
+                calls = list(sim.calls)
+            text = service.log.read_text(encoding="utf-8", errors="replace")
+
+    # The whole cycles of the idle phase, each with its requests.
+    cycles = [c for c in logged_cycles(text) if start <= c.started and c.ended <= end]
+    count_requests(cycles, calls)
+    checks = [c for c in cycles if c.kind == "check"]
+    sweeps = [c for c in cycles if c.kind == "sweep"]
+    check_ops = sum((c.requests for c in checks), Counter())
+    sweep_ops = sum((c.requests for c in sweeps), Counter())
+    check_cost = sum(check_ops.values()) / max(1, len(checks))
+    sweep_cost = sum(sweep_ops.values()) / max(1, len(sweeps))
+    inside = sum(c.inside for c in checks) / max(1, len(checks))
+    checks_an_hour = 3600 / interval - 3600 / SWEEP_INTERVAL
+    sweeps_an_hour = 3600 / SWEEP_INTERVAL
+    per_hour = checks_an_hour * check_cost + sweeps_an_hour * sweep_cost
+    print(
+        f"Microsoft 365 mailboxes: {count}, idle, check interval {interval:g} s, "
+        f"first cycles of all in {first:.0f} s, idle phase {end - start:.0f} s "
+        f"with a sweep every {sweep_every:g} s"
+    )
+    synced = sweeps[0].folders if sweeps else 0
+    print(
+        f"checks: {len(checks)} (of them {sum(c.folders > 0 for c in checks)} "
+        f"synced a folder), {check_cost:.2f} requests each ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(check_ops.items()))
+        + f"); sweeps: {len(sweeps)} of {synced} folders, {sweep_cost:.2f} "
+        "requests each ("
+        + ", ".join(f"{k} {v}" for k, v in sorted(sweep_ops.items()))
+        + f"); {inside:.1f} delta GETs inside a check's $batch"
+    )
+    print(
+        "requests per idle Microsoft 365 mailbox per hour: "
+        f"{checks_an_hour:.0f} checks x {check_cost:.2f} + {sweeps_an_hour:.0f} "
+        f"sweep x {sweep_cost:.2f} = {per_hour:.1f} (target <= 70): "
+        f"ratio {per_hour / 70:.2f}"
+    )
+    print(f"service exit code {code}; {len(problems)} WARNING/ERROR log lines")
+    for line in problems[:5]:
+        print(f"  {line[:200]}")
+    if errors:
+        print(f"Graph simulator errors: {len(errors)}")
+    missed = per_hour > 70 or not checks or not sweeps or code != 0 or bool(errors)
     return 1 if missed else 0
 
 
