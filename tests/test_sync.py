@@ -407,3 +407,72 @@ def test_a_mailbox_that_cannot_open_shows_its_error_in_status(
         [status] = mailbox_status(session)
     assert "MAILSYNC_UNSET_PASSWORD is not set" in (status.last_error or "")
     assert status.last_cycle_at is not None
+
+
+def _mail(sender: str, subject: str, date: str, body: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: Tamara Johnston <tamara@contoso.com>\r\n"
+        f"Subject: {subject}\r\nDate: {date}\r\n"
+        "Message-ID: <reused-by-a-mailer@example.com>\r\n\r\n"
+        f"{body}\r\n"
+    ).encode()
+
+
+def test_a_reused_message_id_does_not_merge_two_messages(
+    factory, contoso, contoso_maildir
+):
+    inbox = contoso_maildir / "cur"
+    (inbox / "1799100001.M1P1.contoso-srv:2,S").write_bytes(
+        _mail(
+            "Andy Carothers <andy.carothers@tailspintoys.com>",
+            "Pilot dates",
+            "Mon, 02 Nov 2026 09:00:00 +0000",
+            "Tuesday works.",
+        )
+    )
+    # Another author, a day later, the same Message-ID: another message.
+    (inbox / "1799100002.M2P2.contoso-srv:2,S").write_bytes(
+        _mail(
+            "Jordan Lee <jordan.lee@northwindtraders.com>",
+            "Our order",
+            "Tue, 03 Nov 2026 09:00:00 +0000",
+            "Please ship.",
+        )
+    )
+    # Andy's message again, filed in another folder with a gateway's footer:
+    # the same author and date, so one message with its Message-ID.
+    (
+        contoso_maildir / ".Tailspin" / "cur" / "1799100003.M3P3.contoso-srv:2,S"
+    ).write_bytes(
+        _mail(
+            "Andy Carothers <andy.carothers@tailspintoys.com>",
+            "Pilot dates",
+            "Mon, 02 Nov 2026 09:00:00 +0000",
+            "Tuesday works.\r\n-- \r\nSent through the Tailspin gateway",
+        )
+    )
+    sync(factory, contoso)
+
+    with factory() as session:
+        rows = session.execute(
+            select(Activity.subject, Activity.author)
+            .join(ActivityKey, ActivityKey.activity_id == Activity.id)
+            .where(ActivityKey.key == "mid:reused-by-a-mailer@example.com")
+        ).all()
+        subjects = set(
+            session.scalars(
+                select(Activity.subject).where(
+                    Activity.subject.in_(["Pilot dates", "Our order"])
+                )
+            )
+        )
+        sources = session.scalar(
+            select(func.count())
+            .select_from(Source)
+            .join(Activity, Activity.id == Source.activity_id)
+            .where(Activity.subject == "Pilot dates")
+        )
+    assert rows == [("Pilot dates", "andy.carothers@tailspintoys.com")]
+    assert subjects == {"Pilot dates", "Our order"}
+    assert sources == 2  # Andy's two copies are one activity
+    assert sync(factory, contoso).new == 0  # and it stays so

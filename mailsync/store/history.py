@@ -7,9 +7,10 @@ core commits a page of items together with its cursor.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
@@ -43,7 +44,11 @@ from mailsync.store.models import (
     now,
 )
 
+log = logging.getLogger(__name__)
+
 PREVIEW_LENGTH = 200
+# How far apart the dates of two copies of one message may be.
+SAME_MESSAGE_SPREAD = timedelta(days=1)
 
 
 @dataclass
@@ -89,6 +94,54 @@ def find_activity(session: Session, keys: Sequence[str]) -> int | None:
     return None
 
 
+def _copy_of(session: Session, plan: ItemPlan) -> int | None:
+    """The activity that ``plan``'s item is a copy of, by its keys.
+
+    A Message-ID alone does not make two items one when they cannot be one
+    message: another author, or dates more than a day apart. A sender that
+    reuses Message-IDs (a broken mailer, a forgery) must not file one
+    customer's mail under another's; the fingerprint still merges true copies.
+    """
+    rows = dict(
+        session.execute(
+            select(ActivityKey.key, ActivityKey.activity_id).where(
+                ActivityKey.key.in_(plan.keys)
+            )
+        ).all()
+    )
+    for key in plan.keys:
+        if key not in rows:
+            continue
+        if key.startswith("mid:") and _unlike(session.get(Activity, rows[key]), plan):
+            log.warning(
+                "activity %d: another message has its Message-ID; kept apart",
+                rows[key],
+            )
+            continue
+        return rows[key]
+    return None
+
+
+def _unlike(activity: Activity | None, plan: ItemPlan) -> bool:
+    """Whether a stored message and a new item cannot be copies of one."""
+    if activity is None or plan.item.meeting is not None:
+        return False
+    theirs, ours = activity.author, plan.author
+    if theirs and ours and theirs != ours and _plain(theirs) and _plain(ours):
+        return True
+    gap = abs(_aware(activity.occurred_at) - _occurred_at(plan.item))
+    return gap > SAME_MESSAGE_SPREAD
+
+
+def _plain(address: str) -> bool:
+    """An SMTP address (not an Exchange X500 one still unresolved)."""
+    return "@" in address and not address.startswith(("/", "imcea"))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def find_source(session: Session, mailbox_id: int, provider_id: str) -> Source | None:
     return session.scalar(
         select(Source).where(
@@ -104,7 +157,7 @@ def record_item(session: Session, mailbox_id: int, plan: ItemPlan) -> Recorded:
     """Store one item as a new activity or as one more source of an existing one."""
     item = plan.item
     source = find_source(session, mailbox_id, item.provider_id)
-    activity_id = source.activity_id if source else find_activity(session, plan.keys)
+    activity_id = source.activity_id if source else _copy_of(session, plan)
 
     if activity_id is None:
         activity_id = _insert_activity(session, plan)
@@ -153,7 +206,15 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
     session.add(activity)
     session.flush()
     _replace_names(session, activity.id, plan.names)
-    session.add_all(ActivityKey(key=key, activity_id=activity.id) for key in plan.keys)
+    # A key another activity holds stays there (a reused Message-ID).
+    taken = set(
+        session.scalars(select(ActivityKey.key).where(ActivityKey.key.in_(plan.keys)))
+    )
+    session.add_all(
+        ActivityKey(key=key, activity_id=activity.id)
+        for key in plan.keys
+        if key not in taken
+    )
     session.add_all(
         ThreadRef(activity_id=activity.id, message_id=ref) for ref in _refs(item)
     )
