@@ -493,8 +493,8 @@ class EwsConnector:
         made and the folders are ``None``: sync every folder, which catches
         whatever happened meanwhile.
         """
-        if state:
-            saved = json.loads(state)
+        saved = _subscription_state(state)
+        if saved is not None:
             try:
                 changed, watermark = self._call(
                     "GetEvents", lambda: self._events(saved["id"], saved["watermark"])
@@ -905,6 +905,18 @@ _LAPSED = (
     ErrorInvalidSubscription,
     ErrorInvalidWatermark,
 )
+
+
+def _subscription_state(state: str | None) -> dict[str, str] | None:
+    """A saved subscription, or None for none: also for a state this
+    connector did not write (the mailbox was on Microsoft 365 before)."""
+    if not state:
+        return None
+    try:
+        saved = json.loads(state)
+        return {"id": str(saved["id"]), "watermark": str(saved["watermark"])}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _subscription(subscription_id: str, watermark: str) -> str:

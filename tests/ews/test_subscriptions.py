@@ -182,6 +182,21 @@ def test_changed_folders_names_the_folders_with_news(
     assert connector.changed_folders(state)[0] == {tailspin.folder_id}
 
 
+@pytest.mark.parametrize("state", ["graph-delta-links", "{}", '{"id": 1}', "[]"])
+def test_a_state_this_connector_did_not_write_subscribes_anew(
+    ews: EwsSimulator, rep_mailbox: SimMailbox, state: str
+) -> None:
+    # The mailbox was on Microsoft 365 (kind = "graph") before, say.
+    connector, _ = connect(ews)
+    changed, new_state = connector.changed_folders(state)
+    assert changed is None  # sync every folder
+    assert ews.requests["Subscribe"] == 1
+    rep_mailbox.add(mail(1), "inbox")
+    assert connector.changed_folders(new_state)[0] == {
+        rep_mailbox.folder("inbox").folder_id
+    }
+
+
 @pytest.mark.parametrize("lapse", ["expired", "server restarted"])
 def test_a_lapsed_subscription_is_renewed_and_every_folder_synced(
     ews: EwsSimulator, rep_mailbox: SimMailbox, lapse: str
