@@ -260,7 +260,7 @@ def _card_fields(card: Any, kind: str) -> dict[str, str]:
 def import_accounts(
     session: Session, rows: Iterator[Row], internal: Organisation | None = None
 ) -> ImportReport:
-    def ours(fields: dict[str, str]) -> str | None:
+    def ours(_session: Session, fields: dict[str, str]) -> str | None:
         found = [_domain(d) for d in _split(fields.get("domains", ""))]
         domains = [
             d
@@ -283,16 +283,18 @@ def import_contacts(
 ) -> ImportReport:
     lines: dict[str, int] = {}  # address -> the row that had it first
 
-    def ours(fields: dict[str, str]) -> str | None:
-        found = (normalise(a) for a in _split(fields.get("emails", "")))
+    def ours(session: Session, fields: dict[str, str]) -> str | None:
+        found = [normalise(a) for a in _split(fields.get("emails", ""))]
+        warnings = [_renamed(session, fields.get("name", ""), found)]
         addresses = [a for a in found if a and internal and internal.is_internal(a)]
-        if not addresses:
-            return None
-        return (
-            f"{', '.join(addresses)} is one of our own addresses (internal_domains "
-            "or a mailbox): our own people are never counterparties, so no mail "
-            "links to this contact by it; give the customer's address instead"
-        )
+        if addresses:
+            warnings.append(
+                f"{', '.join(addresses)} is one of our own addresses "
+                "(internal_domains or a mailbox): our own people are never "
+                "counterparties, so no mail links to this contact by it; give "
+                "the customer's address instead"
+            )
+        return "; ".join(w for w in warnings if w) or None
 
     return _import(
         session,
@@ -308,16 +310,18 @@ def _import(
     rows: Iterator[Row],
     upsert: Callable[[Session, dict[str, str]], str],
     clash: Callable[[Row], str | None] = lambda row: None,
-    warn: Callable[[dict[str, str]], str | None] = lambda fields: None,
+    warn: Callable[[Session, dict[str, str]], str | None] = lambda s, f: None,
 ) -> ImportReport:
     """Each row in a savepoint of its own: a bad row is reported, the rest
-    stays. A row that is imported but will not link as meant is warned of."""
+    stays. A row that is imported but may not do what was meant (it renames
+    a contact, it will never link) is warned of."""
     report = ImportReport()
     for row in rows:
         problem = row.error or clash(row)
         if problem:
             report.bad(row.line, problem)
             continue
+        warning = warn(session, row.fields)  # before: what the row changes
         try:
             with session.begin_nested():
                 outcome = upsert(session, row.fields)
@@ -325,10 +329,26 @@ def _import(
             report.bad(row.line, str(exc))
             continue
         _count(report, outcome)
-        warning = warn(row.fields)
         if warning:
             report.warnings.append((row.line, warning))
     return report
+
+
+def _renamed(session: Session, name: str, addresses: list[str | None]) -> str | None:
+    """The warning for a row that gives a stored contact another name."""
+    new = " ".join(name.split())
+    for address in addresses:
+        contact = contact_by_address(session, address) if address else None
+        if contact is not None and new and name_key(contact.name) != name_key(new):
+            others = sorted(
+                a.address for a in contact.addresses if a.address != address
+            )
+            kept = f" (it keeps {', '.join(others)})" if others else ""
+            return (
+                f"contact {contact.name!r} renamed {new!r}: it has {address}{kept}; "
+                "if they are two people, give each an address of their own"
+            )
+    return None
 
 
 def _seen_before(row: Row, lines: dict[str, int]) -> str | None:

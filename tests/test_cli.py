@@ -819,3 +819,20 @@ def test_importing_our_own_people_warns_that_they_never_link(mailsync, tmp_path)
         "customer's address instead\n"
     )
     assert "2 created" in imported.stdout  # imported all the same, exit 0
+
+
+def test_an_import_that_renames_a_contact_says_so(mailsync, tmp_path):
+    mailsync("init")
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text("name,emails\nAlice Ng,shared@acme.example;alice@acme.example\n")
+    second.write_text("name,emails\nBob Ray,shared@acme.example\n")
+    mailsync("contacts", "import", str(first))
+    renamed = mailsync("contacts", "import", str(second))
+    assert renamed.stderr == (
+        f"{second}:2: warning: contact 'Alice Ng' renamed 'Bob Ray': it has "
+        "shared@acme.example (it keeps alice@acme.example); if they are two "
+        "people, give each an address of their own\n"
+    )
+    # The same name written otherwise is no rename.
+    second.write_text("name,emails\n  bob   RAY ,shared@acme.example\n")
+    assert mailsync("contacts", "import", str(second)).stderr == ""
