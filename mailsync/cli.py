@@ -300,7 +300,9 @@ def sync(app: App, once: bool, address: str | None, fmt: str) -> None:
             report = _sync_one(factory, config, mailbox, holding)
             if report is not None:
                 reports.append(report)
-    failed = len(reports) < len(mailboxes) or any(r.error for r in reports)
+    failed = len(reports) < len(mailboxes) or any(
+        r.error or r.misconfigured for r in reports
+    )
     if fmt == "json":
         emit_json([asdict(r) for r in reports])
     else:
@@ -352,8 +354,9 @@ def _sync_one(
         return None
     finally:
         holding.release(address)
-    if report.error:
-        click.echo(f"mailbox {address}: {report.error}", err=True)
+    for problem in (report.error, report.misconfigured):
+        if problem:
+            click.echo(f"mailbox {address}: {problem}", err=True)
     return report
 
 

@@ -98,6 +98,9 @@ class CycleReport:
     categories_failed: int = 0
     duration: float = 0.0
     error: str | None = None
+    # What the configuration asks that the mailbox cannot give (a name in
+    # ``folders`` that is no folder): the cycle ran, but the admin must fix it.
+    misconfigured: str | None = None
     excluded_by: dict[str, int] = field(default_factory=dict)
 
     def log_line(self) -> str:
@@ -221,6 +224,26 @@ def _from_address(item: Item) -> str | None:
     return None
 
 
+# Per mailbox, what its last listing of folders found wrong with ``folders``,
+# so that a change check that lists nothing still reports it.
+_MISCONFIGURED: dict[str, str | None] = {}
+
+
+def _unmatched_folders(listed: list[Folder], mailbox: MailboxConfig) -> str | None:
+    """The names in ``folders`` that are no folder of the mailbox, as advice."""
+    if mailbox.folders is None:
+        return None
+    keys = {folder_key(f.name) for f in listed} | {folder_key(f.id) for f in listed}
+    missing = [name for name in mailbox.folders if folder_key(name) not in keys]
+    if not missing:
+        return None
+    names = ", ".join(sorted({f.name for f in listed}, key=str.casefold))
+    return (
+        f"folders: {', '.join(repr(m) for m in missing)} is no folder of this "
+        f"mailbox, so it is not synced; its folders are {names}: correct the name"
+    )
+
+
 def folder_wanted(folder: Folder, mailbox: MailboxConfig) -> bool:
     """Whether a folder is synced: ``folders`` if given, else all but the excluded.
 
@@ -279,7 +302,12 @@ def sync_mailbox(
         record_failure(factory, mailbox, exc, time.monotonic() - started)
         raise
     try:
-        for folder in source.folders():
+        listed = source.folders()
+        report.misconfigured = _unmatched_folders(listed, mailbox)
+        _MISCONFIGURED[mailbox.address] = report.misconfigured
+        if report.misconfigured:
+            log.error("mailbox %s: %s", mailbox.address, report.misconfigured)
+        for folder in listed:
             if folder_wanted(folder, mailbox) and (only is None or folder.id in only):
                 report.folders += 1
                 _sync_folder_safely(
@@ -353,6 +381,7 @@ def check_and_sync(
         # status's lag and next cycle count from it.
         report = CycleReport(mailbox=mailbox.address)
         report.duration = time.monotonic() - started
+        report.misconfigured = _MISCONFIGURED.get(mailbox.address)
         _save_status(factory, mailbox_id, report)
     else:
         report = sync_mailbox(
@@ -616,5 +645,6 @@ def _save_status(
         if mailbox is None:
             return
         mailbox.last_cycle_at = now()
-        mailbox.last_error = report.error
+        problems = [p for p in (report.error, report.misconfigured) if p]
+        mailbox.last_error = "; ".join(problems) or None
         mailbox.last_counts = json.dumps(asdict(report))

@@ -836,3 +836,23 @@ def test_an_import_that_renames_a_contact_says_so(mailsync, tmp_path):
     # The same name written otherwise is no rename.
     second.write_text("name,emails\n  bob   RAY ,shared@acme.example\n")
     assert mailsync("contacts", "import", str(second)).stderr == ""
+
+
+def test_a_name_in_folders_that_is_no_folder_is_an_error_and_the_rest_syncs(
+    config_file, contoso_maildir
+):
+    config_file.write_text(
+        config_file.read_text() + 'folders = ["Inboxx", "Sent"]\n', encoding="utf-8"
+    )
+    mailsync = Mailsync(config_file)
+    mailsync("init")
+    result = mailsync.runner.invoke(cli, ["--config", str(config_file), "sync"])
+    problem = (
+        "folders: 'Inboxx' is no folder of this mailbox, so it is not synced; its "
+        "folders are Drafts, Inbox, Junk, Sent, Tailspin: correct the name"
+    )
+    assert result.exit_code == 1
+    assert f"mailbox {MAILBOX}: {problem}" in result.stderr
+    assert "1 folders, 12 items" in result.stdout  # Sent is synced all the same
+    (status,) = mailsync.json("status")
+    assert status["last_error"] == problem

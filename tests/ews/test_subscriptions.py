@@ -356,3 +356,28 @@ def test_each_check_is_the_mailboxs_last_cycle_in_its_status(
     assert failed.last_cycle_at > quiet.last_cycle_at
     assert failed.last_error is not None
     assert "GetEvents still failing" in failed.last_error
+
+
+def test_a_name_in_folders_that_is_no_folder_stays_in_the_status_between_checks(
+    factory: Any, config: Config, ews: EwsSimulator, rep_mailbox: SimMailbox
+) -> None:
+    from mailsync.queries import mailbox_status
+
+    mailbox = config.mailboxes[0].model_copy(update={"folders": ["Inbox", "Inboxx"]})
+    config = config.model_copy(update={"mailboxes": [mailbox]})
+    rep_mailbox.add(mail(1), "inbox")
+
+    def last_error() -> str | None:
+        with factory() as session:
+            (row,) = mailbox_status(session)
+        return row.last_error
+
+    connector, _ = connect(ews)
+    first = check_and_sync(factory, config, mailbox, connector, keep_open=True)
+    assert (first.folders, first.new) == (1, 1)  # the Inbox, all the same
+    assert first.misconfigured and "'Inboxx' is no folder" in first.misconfigured
+    quiet = check_and_sync(factory, config, mailbox, connector, keep_open=True)
+    assert quiet.folders == 0
+    assert last_error() == first.misconfigured
+    rep_mailbox.add(mail(2), "inbox")  # and the checks go on working
+    assert check_and_sync(factory, config, mailbox, connector).new == 1
