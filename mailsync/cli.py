@@ -732,7 +732,7 @@ def _schedule_line(schedule: Any) -> str:
     lag = schedule.lag_seconds
     parts = [f"lag {_duration(lag)}" if lag is not None else "lag unknown (no cycle)"]
     if schedule.newest_item_at is not None:
-        parts.append(f"newest item {schedule.newest_item_at:%Y-%m-%d %H:%M:%S}")
+        parts.append(f"newest e-mail {schedule.newest_item_at:%Y-%m-%d %H:%M:%S}")
     if schedule.next_cycle_at is not None:
         parts.append(f"next cycle {schedule.next_cycle_at:%Y-%m-%d %H:%M:%S}")
     else:

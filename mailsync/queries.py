@@ -515,10 +515,12 @@ def _schedule(
     if schedule.last_success_at is not None:
         lag = (moment - schedule.last_success_at).total_seconds()
         schedule.lag_seconds = round(max(lag, 0.0), 1)
+    # The newest e-mail: a meeting may lie a year ahead, a task is dated by
+    # its due date, and neither says how fresh the sync is.
     newest = session.scalar(
         select(func.max(Activity.occurred_at))
         .join(Source, Source.activity_id == Activity.id)
-        .where(Source.mailbox_id == mailbox.id)
+        .where(Source.mailbox_id == mailbox.id, Activity.kind == "message")
     )
     schedule.newest_item_at = _aware(newest) if newest else None
 

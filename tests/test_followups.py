@@ -774,6 +774,20 @@ def test_a_dormant_account_is_reminded_once_a_period(world):
         assert world.run().evaluation.created == 1
 
 
+def test_a_dormant_account_found_by_a_back_fill_is_due_today_not_overdue(world):
+    last = utc(2026, 1, 5, 10, 0)
+    world.box.received(KIM, "Thanks for the visit", last, "kim-1@wingtiptoys.com")
+    # The mailbox is first synced on Monday 1 June, at 12:30 there: 147 days
+    # of silence, which reached 90 days on Sunday 5 April, unseen.
+    with time_machine.travel(utc(2026, 6, 1, 10, 30), tick=False):
+        world.sync()
+        report = world.run()
+    assert report.evaluation.created == 1
+    dormant = world.reminder("dormant_account")
+    assert dormant.due_at == at(BERLIN, 2026, 6, 1, 9, 0)  # today, 09:00 there
+    assert dormant.subject == "Call Wingtip Toys: no contact for 147 days"
+
+
 # --- check-ins -------------------------------------------------------------------
 
 

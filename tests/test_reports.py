@@ -100,12 +100,12 @@ def test_status_gives_lag_newest_item_and_next_cycle(synced, factory):
     assert before["rejected_count"] == 0
     assert before["last_success_at"] == before["last_cycle_at"]
     assert 0 <= before["lag_seconds"] < 600
-    # Sam's note, Fri, 27 Nov 2026 08:15:00 -0600, is the newest item.
+    # Sam's note, Fri, 27 Nov 2026 08:15:00 -0600, is the newest e-mail.
     assert before["newest_item_at"] == "2026-11-27T14:15:00Z"
     assert (before["next_cycle"], before["next_cycle_at"]) == ("not scheduled", None)
     assert before["held_by"] is None
     assert "next cycle: not scheduled" in text
-    assert "newest item 2026-11-27 14:15:00" in text
+    assert "newest e-mail 2026-11-27 14:15:00" in text
 
     # A service holds the mailbox: the next check is one interval (60 s by
     # default) after the last cycle.

@@ -315,7 +315,11 @@ def dormant_accounts(
         assert account.owner is not None
         period = int(quiet // length)
         calendar = calendars[account.owner]
-        day = calendar.local(account.last_at + period * length).date()
+        # Due the day the silence reached N days, or today when that day
+        # went by unseen (a back-fill, the service down): never overdue from
+        # the start.
+        reached = calendar.local(account.last_at + period * length).date()
+        day = max(reached, calendar.local(now).date())
         due = calendar.next_workday_from(calendar.instant(day, remind_at))
         last = calendar.local(account.last_at)
         outcome.wanted.append(
