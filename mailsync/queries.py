@@ -563,7 +563,11 @@ def _one_status(session: Session, mailbox: Mailbox, rep: str) -> MailboxStatus:
     unlinked_count = session.scalar(
         select(func.count())
         .select_from(Activity)
-        .where(Activity.id.in_(activity_ids), Activity.id.not_in(linked_ids))
+        .where(
+            Activity.id.in_(activity_ids),
+            Activity.id.not_in(linked_ids),
+            Activity.status != "opted_out",  # left unlinked on purpose
+        )
     )
     skipped = session.execute(
         select(SkippedItem.outcome, func.count())

@@ -341,10 +341,14 @@ def reconcile(
             f"mailbox {address!r} is not in the database; "
             "run `mailsync init` and `mailsync sync` first"
         )
-    rows = [
-        *_recorded(session, mailbox.id, since),
-        *_skipped(session, mailbox.id, since),
+    recorded = _recorded(session, mailbox.id, since)
+    # An item the rep marked private after it was recorded is one row: its
+    # activity's, not that and its exclusion too.
+    seen = {row.provider_id for row in recorded}
+    skipped = [
+        r for r in _skipped(session, mailbox.id, since) if r.provider_id not in seen
     ]
+    rows = [*recorded, *skipped]
     rows.sort(key=_row_order)
     return rows
 
@@ -371,17 +375,19 @@ def _recorded(
     for source, activity in pairs:
         opted_out = activity.status == "opted_out"
         found = links.get(activity.id, {})
+        outcome = "linked" if found else ("excluded" if opted_out else "unlinked")
         rows.append(
             ItemOutcome(
                 source.folder,
                 source.provider_id,
-                "linked" if found else "unlinked",
+                outcome,
                 activity.occurred_at,
                 None if opted_out else activity.subject,
                 kind=activity.kind,
                 links=_link_list(found, names),
                 reason=(
-                    "opted_out: the rep marked it private"
+                    "opted_out: the rep marked it private after it was "
+                    "recorded; its automatic links were dropped"
                     if opted_out
                     else _unreadable(defects_of(activity))
                 ),

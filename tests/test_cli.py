@@ -736,6 +736,13 @@ def test_mail_marked_private_after_its_sync_leaves_the_review_list(
         "sam.rivera.consulting@gmail.com"
     }
     assert "Quick hello" not in demo("unlinked").output
+    # One row in reconcile, excluded, and no longer counted as unlinked.
+    items = demo.json("report", "reconcile", "--mailbox", MAILBOX)["items"]
+    [row] = [i for i in items if i["provider_id"].endswith(note.name)]
+    assert (row["outcome"], row["subject"]) == ("excluded", None)
+    assert row["reason"].startswith("opted_out: the rep marked it private after")
+    (status,) = demo.json("status")
+    assert status["unlinked"] == 2
 
 
 def test_linking_an_activity_to_a_contact_files_it_under_the_account_too(demo):
