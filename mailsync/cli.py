@@ -636,6 +636,13 @@ def _manual(
             normal = normalise(address)
             if normal is None:
                 raise UserError(f"{address!r} is not an e-mail address")
+            if linked and organisation(app.config).is_internal(normal):
+                raise UserError(
+                    f"{normal} is one of our own (internal_domains or a mailbox): "
+                    "our own people are never counterparties, so a link would "
+                    "change nothing; link the customer's address, or one "
+                    "activity with --activity ID"
+                )
             message = _address_link(
                 session, normal, contact_email, account_name, linked
             )

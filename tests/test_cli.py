@@ -510,6 +510,12 @@ def test_linking_an_address_to_a_contact_files_it_under_the_contact(demo):
     assert ANDY_HOME not in {row["address"] for row in demo.json("unlinked")}
 
 
+def test_linking_one_of_our_own_addresses_is_refused(demo):
+    said = demo.fails("link", "megan@contoso.com", "--account", "Tailspin Toys")
+    assert "megan@contoso.com is one of our own (internal_domains" in said
+    assert "--activity ID" in said
+
+
 def test_unlinking_an_address_without_a_link_says_so(demo):
     assert "has no manual link" in demo.fails("unlink", ANDY_HOME)
 
