@@ -421,7 +421,7 @@ def mailboxes_test(app: App, address: str) -> None:
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
-    help="Stop after reading about N items (the summary says it is partial).",
+    help="Stop after N items (the summary says it is partial).",
 )
 @format_option
 @pass_app

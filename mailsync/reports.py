@@ -156,8 +156,13 @@ def _read_folder(
     limit: int | None,
 ) -> bool:
     """Decide one folder's items; False once ``limit`` items were read."""
+    def full() -> bool:
+        return limit is not None and len(rows) >= limit
+
     for batch in connector.changes(folder, None):
         for rejected in batch.rejected:
+            if full():
+                return False
             rows.append(
                 ItemOutcome(
                     folder.name,
@@ -169,13 +174,13 @@ def _read_folder(
                 )
             )
         for item in batch.items:
+            if full():
+                return False
             decision = plan_item(item, linking)
             row = _planned_row(item, decision)
             rows.append(row)
             if isinstance(decision, ItemPlan):
                 plans.append((row, decision))
-        if limit is not None and len(rows) >= limit:
-            return False
     return True
 
 
