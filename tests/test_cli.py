@@ -869,3 +869,24 @@ def test_a_name_in_folders_that_is_no_folder_is_an_error_and_the_rest_syncs(
     assert "1 folders, 12 items" in result.stdout  # Sent is synced all the same
     (status,) = mailsync.json("status")
     assert status["last_error"] == problem
+
+
+def test_an_empty_mailbox_path_is_the_mailboxs_error_and_nothing_is_removed(
+    demo, contoso_maildir
+):
+    before = demo.history(account="Tailspin Toys")
+    # The share is unmounted: its mount point is an empty directory.
+    contoso_maildir.rename(contoso_maildir.with_name("unmounted"))
+    contoso_maildir.mkdir()
+
+    result = demo.runner.invoke(cli, ["--config", str(demo.config), "sync"])
+
+    problem = (
+        f"path {contoso_maildir} is an empty directory: is the share mounted? "
+        "(a new maildir has cur, new and tmp)"
+    )
+    assert result.exit_code != 0
+    assert problem in result.output + result.stderr
+    (status,) = demo.json("status")
+    assert problem in status["last_error"]
+    assert demo.history(account="Tailspin Toys") == before

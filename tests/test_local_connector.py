@@ -217,3 +217,38 @@ class TestMbox(ConnectorContract):
 def test_a_missing_path_is_an_error_that_says_what_to_set(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist.*set `path`"):
         LocalConnector(tmp_path / "nowhere")
+
+
+EMPTY = (
+    "is an empty directory: is the share mounted? (a new maildir has cur, new and tmp)"
+)
+
+
+def test_an_empty_directory_is_an_error_that_asks_for_the_share(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(UserError) as raised:
+        LocalConnector(tmp_path)
+    assert str(raised.value) == f"path {tmp_path} {EMPTY}"
+
+
+def test_a_share_gone_while_open_is_an_error_not_removals(tmp_path: Path) -> None:
+    box = MaildirBox(tmp_path / "share")
+    box.add("Inbox", message(1))
+    connector = LocalConnector(box.root)
+    (inbox,) = connector.folders()
+    list(connector.changes(inbox, None))
+    # Unmounted under the open connector: the mount point is left empty.
+    box.root.rename(tmp_path / "away")
+    box.root.mkdir()
+    with pytest.raises(UserError, match="empty directory: is the share mounted"):
+        connector.folders()
+
+
+def test_a_new_maildir_with_nothing_in_it_is_fine(tmp_path: Path) -> None:
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / sub).mkdir()
+    connector = LocalConnector(tmp_path)
+    (inbox,) = connector.folders()
+    batches = list(connector.changes(inbox, None))
+    assert [i for b in batches for i in b.items + b.rejected] == []

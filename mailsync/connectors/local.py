@@ -69,6 +69,7 @@ class LocalConnector:
                 f"mailbox path {str(path)!r} does not exist; set `path` of the "
                 "mailbox to a maildir, an mbox file or a folder of messages"
             )
+        _require_mounted(path)
         self.path = path
         self.batch_size = batch_size
         self.outbox = outbox if outbox is not None else path.parent / "outbox"
@@ -95,6 +96,9 @@ class LocalConnector:
     # --- folders -----------------------------------------------------------
 
     def folders(self) -> list[Folder]:
+        # Checked each cycle: a share unmounted under an open connector would
+        # otherwise list no files, and every message would be removed.
+        _require_mounted(self.path)
         if self.layout == "mbox":
             return [
                 Folder(self.path.name, self.path.stem, role_from_name(self.path.stem))
@@ -267,6 +271,19 @@ class LocalConnector:
 
 
 OUTBOX = Folder("@outbox", "Outbox", FolderRole.OTHER)
+
+
+def _require_mounted(path: Path) -> None:
+    """A directory with nothing at all in it is a share not mounted, not an
+    empty mailbox: a new maildir has its cur, new and tmp."""
+    if not path.is_dir():
+        return
+    with os.scandir(path) as children:
+        if next(children, None) is None:
+            raise UserError(
+                f"path {path} is an empty directory: is the share mounted? "
+                "(a new maildir has cur, new and tmp)"
+            )
 
 
 def _stem(key: str) -> str:
