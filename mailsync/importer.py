@@ -88,6 +88,8 @@ class RowError(Exception):
 
 def read_rows(path: Path, kind: str) -> Iterator[Row]:
     """The rows of a CSV or vCard file, as fields named like the CSV columns."""
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give the path of a .csv or .vcf file")
     if not path.is_file():
         raise UserError(f"{path}: no such file; give the path of a .csv or .vcf file")
     text = _read_text(path)

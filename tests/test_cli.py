@@ -696,6 +696,16 @@ def test_an_internal_domain_may_be_written_with_an_at(
 # --- more of the commands --------------------------------------------------
 
 
+def test_importing_a_directory_asks_for_a_file(mailsync, tmp_path):
+    mailsync("init")
+
+    message = mailsync.fails("contacts", "import", str(tmp_path))
+
+    assert message == (
+        f"error: {tmp_path} is a directory; give the path of a .csv or .vcf file\n"
+    )
+
+
 def test_a_bad_row_is_reported_as_file_and_line(mailsync, tmp_path):
     mailsync("init")
     path = tmp_path / "accounts.csv"

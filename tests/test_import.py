@@ -436,6 +436,16 @@ def test_a_missing_file_is_a_user_error(factory, tmp_path):
         load(factory, "contacts", tmp_path / "contacts.csv")
 
 
+@pytest.mark.parametrize("kind", ["accounts", "contacts"])
+def test_a_directory_is_a_user_error_that_asks_for_a_file(factory, tmp_path, kind):
+    with pytest.raises(UserError) as error:
+        load(factory, kind, tmp_path)
+
+    assert str(error.value) == (
+        f"{tmp_path} is a directory; give the path of a .csv or .vcf file"
+    )
+
+
 def test_a_cp1252_file_still_imports(factory, tmp_path):
     # What Excel on Windows saves as "CSV": cp1252, with accents and a dash.
     path = tmp_path / "accounts.csv"
