@@ -64,7 +64,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -131,6 +131,7 @@ from mailsync.connectors.ews_auth import MsalCredentials, trust_ca
 from mailsync.connectors.ews_items import (
     CALENDAR_FIELDS,
     EXCEPTION_FIELDS,
+    LOOK_AHEAD,
     SENSITIVITY,
     TASK_FIELDS,
     CalendarReader,
@@ -155,6 +156,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SYNC_FIELDS = ["datetime_received", "item_class"]
+# How often the calendar is read over, so that its series are expanded a year
+# ahead again (SyncFolderItems says nothing of a master that did not change).
+RENEW_LOOK_AHEAD = timedelta(days=30)
 FETCH_FIELDS = [
     "mime_content",
     "categories",
@@ -297,9 +301,21 @@ class EwsConnector:
                 "mailbox %s: folder %s is gone", self.mailbox.address, folder.name
             )
             return
-        state, written = _read_cursor(cursor)
+        state, written, window_end = _read_cursor(cursor)
         self._written[folder.id] = written
-        cutoff = datetime.now(UTC) - timedelta(days=self.mailbox.backfill_days)
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(days=self.mailbox.backfill_days)
+        calendar = folder.role is FolderRole.CALENDAR
+        if calendar and (state is None or _look_ahead_runs_out(window_end, now)):
+            if state is not None:
+                log.info(
+                    "mailbox %s: the calendar's series were expanded up to %s; "
+                    "reading the calendar over to expand them a year ahead again",
+                    self.mailbox.address,
+                    window_end or "an unknown day",
+                )
+            state, window_end = None, (now + LOOK_AHEAD).date().isoformat()
+            written.clear()
         restarted = False
         while True:
             try:
@@ -314,16 +330,19 @@ class EwsConnector:
                     folder.name,
                 )
                 state, restarted = None, True
+                if calendar:
+                    window_end = (now + LOOK_AHEAD).date().isoformat()
                 written.clear()
                 continue
             batch = self._batch(folder, page, new_state, cutoff)
+            batch.cursor = _cursor(new_state, written, window_end)
             carried = dict(written)
             yield batch
             if last or new_state == state:
                 break
             state = new_state
         if written != carried:
-            yield ChangeBatch(folder, cursor=_cursor(new_state, written))
+            yield ChangeBatch(folder, cursor=_cursor(new_state, written, window_end))
 
     def _sync_page(
         self, ews_folder: BaseFolder, state: str | None
@@ -947,19 +966,34 @@ class _UpdateCategories(UpdateItem):
     )
 
 
-def _read_cursor(cursor: str | None) -> tuple[str | None, dict[str, str]]:
-    """The sync state and the remembered writes (none in an older cursor)."""
+def _read_cursor(cursor: str | None) -> tuple[str | None, dict[str, str], str | None]:
+    """The sync state, the remembered writes (none in an older cursor) and,
+    for the calendar, the day its series were expanded up to."""
     if not cursor:
-        return None, {}
+        return None, {}, None
     data = json.loads(cursor)
-    return data["state"], dict(data.get("written", {}))
+    return data["state"], dict(data.get("written", {})), data.get("window_end")
 
 
-def _cursor(state: str, written: dict[str, str]) -> str:
+def _cursor(state: str, written: dict[str, str], window_end: str | None = None) -> str:
     data: dict[str, Any] = {"state": state}
     if written:
         data["written"] = written
+    if window_end:
+        data["window_end"] = window_end
     return json.dumps(data)
+
+
+def _look_ahead_runs_out(window_end: str | None, now: datetime) -> bool:
+    """Whether the calendar's series should be expanded anew: a month after
+    they were (or never known: a cursor from before this was kept)."""
+    if window_end is None:
+        return True
+    try:
+        end = date.fromisoformat(window_end)
+    except ValueError:
+        return True
+    return end - now.date() < LOOK_AHEAD - RENEW_LOOK_AHEAD
 
 
 def _mailboxes(ews_item: Any) -> Iterator[tuple[Role, Any]]:

@@ -28,11 +28,11 @@ Calendar items
     :mod:`mailsync.calendar` makes of the RECURRENCE-ID of a cancellation or
     a reply by mail, so both reach the same activity.
 
-    Known shortcoming: the window is the one of the sync that read the
-    master. An endless series read once yields the occurrences of the year
-    ahead; later ones come when the master next changes, or when the folder
-    is synced over from nothing. TODO(issue 3): read masters again before
-    their look-ahead runs out.
+    The window is the one of the sync that read the master. So that an
+    endless series keeps reaching a year ahead, the connector reads the
+    calendar over from nothing a month after it last did (the calendar's
+    cursor keeps the day its series reach); what is already recorded is
+    found again by its keys, without a duplicate.
 
 Time zones
     Times are instants (UTC). A series is expanded in the wall time of its

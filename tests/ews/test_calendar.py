@@ -628,6 +628,52 @@ def test_a_series_in_the_history(
     assert (again.new, again.updated, again.removed) == (0, 0, 0)
 
 
+def test_a_series_without_end_goes_on_a_year_ahead_as_time_passes(
+    factory: Any, ews: EwsSimulator, rep_mailbox: SimMailbox, exchange: Any
+) -> None:
+    import time_machine
+
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    first = now - timedelta(days=14) + timedelta(hours=6)
+    rep_mailbox.add(
+        SimCalendarItem(
+            subject="Weekly pipeline review",
+            uid="weekly-without-end",
+            start=first,
+            end=first + timedelta(minutes=30),
+            organizer=TAMARA,
+            required=(Attendee(ANDY, "Accept"),),
+            recurrence=Recurrence(
+                first.date(), "Weekly", days_of_week=(first.strftime("%A"),)
+            ),
+        ),
+        "calendar",
+    )
+
+    def starts() -> list[datetime]:
+        with factory() as session:
+            found = session.scalars(
+                select(Activity.starts_at).where(
+                    Activity.meeting_uid == "weekly-without-end"
+                )
+            ).all()
+        return sorted({s if s.tzinfo else s.replace(tzinfo=UTC) for s in found})
+
+    sync(factory, exchange)
+    before = starts()
+    assert before[-1] <= now + timedelta(days=365)
+    # Forty days later, with nothing changed in the calendar: the series
+    # reaches a year ahead of then, read over once, without a duplicate.
+    later = now + timedelta(days=40)
+    with time_machine.travel(later, tick=True):
+        grown = sync(factory, exchange)
+        again = sync(factory, exchange)
+    weeks = [first + timedelta(weeks=n) for n in range(80)]
+    assert starts() == [s for s in weeks if s <= later + timedelta(days=365)]
+    assert grown.new == len(starts()) - len(before) > 0
+    assert (again.new, again.updated) == (0, 0)
+
+
 def test_the_organizers_calendar_carries_the_responses(
     factory: Any, ews: EwsSimulator, rep_mailbox: SimMailbox, exchange: Any
 ) -> None:
