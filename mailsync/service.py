@@ -273,6 +273,12 @@ class Service:
                 report = check_and_sync(
                     self.factory, config, mailbox, connector, **options
                 )
+        except TransientError:
+            # The server was busy or away: the connector is sound, and what
+            # it knows between checks (a subscription, delta links) is kept.
+            if keep:
+                slot.connector = connector
+            raise
         except BaseException:
             if keep:
                 connector.close()
