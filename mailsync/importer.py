@@ -1,6 +1,8 @@
 """Importing Business Contacts and Accounts from CSV and vCard files.
 
-CSV columns (a header row is required; names are matched without case):
+CSV columns (a header row is required; names are matched without case; the
+columns are separated by commas, semicolons or tabs, whichever the header
+line uses):
 
 - accounts: ``name``, ``domains`` (several separated by ``;``), ``phone``, ``notes``;
 - contacts: ``name``, ``emails`` (several separated by ``;``), ``account`` (by
@@ -110,7 +112,7 @@ def _read_text(path: Path) -> str:
 
 
 def _csv_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text))
     header = next(reader, None)
     if header is None:
         raise UserError(f"{path}: the file is empty; it needs a header row")
@@ -126,6 +128,15 @@ def _csv_rows(text: str, kind: str, path: Path) -> Iterator[Row]:
             for name, index in columns.items()
         }
         yield Row(line, fields)
+
+
+def _delimiter(text: str) -> str:
+    """The separator of a CSV file, told by its header line: ``,``, or ``;``
+    (Excel's "CSV" where the decimal mark is a comma), or a tab."""
+    header = text.split("\n", 1)[0]
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])  # a tie keeps the comma
+    return best if counts[best] else ","
 
 
 def _columns(header: list[str], kind: str, path: Path) -> dict[str, int]:

@@ -117,6 +117,72 @@ def test_contacts_csv_keeps_every_address_and_the_account(factory, tmp_path):
     ]
 
 
+# Excel's "CSV" where the decimal mark is a comma (most of Europe).
+SEMICOLON_ACCOUNTS_CSV = """\
+name;domains;phone;notes
+Reliant Energy;"reliantenergy.com;reliant.com";+1 713 555 0100;two domains
+University of Texas at Austin;utexas.edu;;"subdomain, not the top"
+Conoco;"conoco.com,conocophillips.com";;
+"""
+
+SEMICOLON_CONTACTS_CSV = """\
+name;emails;account
+"Gagliardi, D.";"dgagliardi@reliantenergy.com;dgagliardi@reliant.com";Reliant Energy
+Jennifer Dickinson;"jd@mail.utexas.edu, jd@utexas.edu";University of Texas at Austin
+Richard Donoghue;rdonoghue@mphlegal.com;
+"""
+
+
+def test_a_semicolon_separated_accounts_csv_imports(factory, tmp_path):
+    path = write(tmp_path, "accounts.csv", SEMICOLON_ACCOUNTS_CSV)
+
+    report = load(factory, "accounts", path)
+
+    assert (report.created, report.errors) == (3, [])
+    assert accounts(factory) == {
+        "Conoco": ["conoco.com", "conocophillips.com"],
+        "Reliant Energy": ["reliant.com", "reliantenergy.com"],
+        "University of Texas at Austin": ["utexas.edu"],
+    }
+    reliant = next(a for a in accounts_of(factory) if a["name"] == "Reliant Energy")
+    assert reliant["phone"] == "+1 713 555 0100"
+
+
+def test_a_semicolon_separated_contacts_csv_imports(factory, tmp_path):
+    load(factory, "accounts", write(tmp_path, "accounts.csv", ACCOUNTS_CSV))
+    path = write(tmp_path, "contacts.csv", SEMICOLON_CONTACTS_CSV)
+
+    report = load(factory, "contacts", path)
+
+    assert (report.created, report.errors) == (3, [])
+    assert contacts(factory) == [
+        (
+            "Gagliardi, D.",
+            ["dgagliardi@reliant.com", "dgagliardi@reliantenergy.com"],
+            "Reliant Energy",
+        ),
+        (
+            "Jennifer Dickinson",
+            ["jd@mail.utexas.edu", "jd@utexas.edu"],
+            "University of Texas at Austin",
+        ),
+        ("Richard Donoghue", ["rdonoghue@mphlegal.com"], None),
+    ]
+
+
+def test_a_tab_separated_contacts_file_imports(factory, tmp_path):
+    path = write(
+        tmp_path,
+        "contacts.txt",
+        "name\temails\taccount\nRichard Donoghue\trdonoghue@mphlegal.com\t\n",
+    )
+
+    report = load(factory, "contacts", path)
+
+    assert (report.created, report.errors) == (1, [])
+    assert contacts(factory) == [("Richard Donoghue", ["rdonoghue@mphlegal.com"], None)]
+
+
 def test_the_contoso_sample_files_import(factory):
     accounts_report = load(factory, "accounts", CONTOSO / "accounts.csv")
     contacts_report = load(factory, "contacts", CONTOSO / "contacts.csv")
