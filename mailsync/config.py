@@ -196,6 +196,19 @@ class LocalMailbox(MailboxBase):
     # Where follow-ups go: an .ics task and the letters (.docx); none: a
     # folder "outbox" beside path.
     outbox: Annotated[Path | None, Lax] = None
+    # A message file (or mbox message) larger than this is not read but
+    # rejected: parsing takes several times its size in memory.
+    max_message_mb: float = 64
+
+    @field_validator("max_message_mb")
+    @classmethod
+    def _max_message_mb(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(
+                f"{value:g} is not more than 0; give the size in MB of the largest "
+                "message to read, such as 64"
+            )
+        return value
 
 
 class EwsMailbox(MailboxBase):

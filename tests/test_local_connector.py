@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import mailbox as stdlib_mailbox
 import os
+import resource
+import tomllib
 from pathlib import Path
 
 import pytest
 
+from mailsync.config import parse_config
 from mailsync.connectors.local import LocalConnector
-from mailsync.errors import UserError
-from mailsync.items import FolderRole
-from tests.contract import ConnectorContract, message
+from mailsync.errors import ConfigError, UserError
+from mailsync.items import FolderRole, Item
+from tests.contract import ConnectorContract, drain, message
 
 FOLDERS = {"Inbox": "", "Sent": ".Sent", "Drafts": ".Drafts"}
 
@@ -252,3 +255,141 @@ def test_a_new_maildir_with_nothing_in_it_is_fine(tmp_path: Path) -> None:
     (inbox,) = connector.folders()
     batches = list(connector.changes(inbox, None))
     assert [i for b in batches for i in b.items + b.rejected] == []
+
+
+# --- max_message_mb --------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def big_message(number: int) -> bytes:
+    """A message of about 0.2 MB: over a limit of 0.1."""
+    return message(number) + b"a long line of the body, many times over\n" * 5000
+
+
+def too_large(what: str, size: int, limit: str) -> str:
+    return (
+        f"{what} is {size / MB:.1f} MB, more than max_message_mb ({limit}); raise "
+        "max_message_mb for this mailbox to read it"
+    )
+
+
+def subjects(items: list[Item]) -> list[str | None]:
+    return [item.subject for item in items]
+
+
+def test_a_file_over_max_message_mb_is_rejected_once_and_read_when_it_fits(
+    tmp_path: Path,
+) -> None:
+    box = MaildirBox(tmp_path / "maildir")
+    box.add("Inbox", message(1))
+    box.add("Inbox", big_message(2))
+    box.add("Inbox", big_message(3))
+    two, three = box.files["Inbox"][1:]
+    connector = LocalConnector(box.root, max_message_mb=0.1)
+    (inbox,) = connector.folders()
+
+    items, _, batches, cursor = drain(connector, inbox, None)
+    assert subjects(items) == ["Order 1"]
+    reasons = sorted(r.reason for b in batches for r in b.rejected)
+    assert reasons == [
+        too_large(str(two), two.stat().st_size, "0.1"),
+        too_large(str(three), three.stat().st_size, "0.1"),
+    ]
+
+    # Not reported again while the file stays as it is.
+    items, _, batches, cursor = drain(connector, inbox, cursor)
+    assert (items, [r for b in batches for r in b.rejected]) == ([], [])
+
+    # A file that shrinks is read at once.
+    two.write_bytes(message(2))
+    items, _, batches, cursor = drain(connector, inbox, cursor)
+    assert subjects(items) == ["Order 2"]
+    assert [r for b in batches for r in b.rejected] == []
+
+    # And with the limit raised, the next cycle reads the other one.
+    raised = LocalConnector(box.root, max_message_mb=1)
+    items, _, batches, cursor = drain(raised, inbox, cursor)
+    assert subjects(items) == ["Order 3"]
+    assert drain(raised, inbox, cursor)[0] == []
+
+
+def test_a_huge_file_is_never_read_into_memory(tmp_path: Path) -> None:
+    box = MaildirBox(tmp_path / "maildir")
+    box.add("Inbox", message(1))
+    huge = box.files["Inbox"][0]
+    with open(huge, "r+b") as handle:  # sparse: 4 GB on no disk
+        handle.truncate(4096 * MB)
+    connector = LocalConnector(box.root)  # the default limit, 64 MB
+    (inbox,) = connector.folders()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux
+
+    [batch] = connector.changes(inbox, None)
+
+    assert batch.items == []
+    assert [r.reason for r in batch.rejected] == [too_large(str(huge), 4096 * MB, "64")]
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown < 512 * 1024  # read whole, it would be 4 GB and more
+
+
+def test_an_mbox_message_over_max_message_mb_is_rejected_once(
+    tmp_path: Path,
+) -> None:
+    box = MboxBox(tmp_path)
+    for raw in (message(1), big_message(2), message(3)):
+        box.add("Inbox", raw)
+    path = box.paths["Inbox"]
+    connector = LocalConnector(path, max_message_mb=0.1)
+    (inbox,) = connector.folders()
+
+    items, _, batches, cursor = drain(connector, inbox, None)
+    assert subjects(items) == ["Order 1", "Order 3"]
+    [rejected] = [r for b in batches for r in b.rejected]
+    size = len(stdlib_mailbox.mbox(path).get_bytes(1))
+    assert rejected.reason == too_large(f"message 2 in {path}", size, "0.1")
+
+    # A new message is read; the large one is not reported again.
+    box.add("Inbox", message(4))
+    items, removed, batches, cursor = drain(connector, inbox, cursor)
+    assert subjects(items) == ["Order 4"]
+    assert ([r for b in batches for r in b.rejected], removed) == ([], [])
+
+    # With the limit raised, the next cycle reads it, under the same id.
+    raised = LocalConnector(path, max_message_mb=1)
+    items, removed, _, cursor = drain(raised, inbox, cursor)
+    assert (subjects(items), removed) == (["Order 2"], [])
+    assert items[0].provider_id == rejected.provider_id
+    assert drain(raised, inbox, cursor)[0] == []
+
+
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_max_message_mb_must_be_more_than_zero(value: str) -> None:
+    raw = tomllib.loads(
+        '[organisation]\ninternal_domains = ["contoso.com"]\n\n[[mailboxes]]\n'
+        'address = "tamara@contoso.com"\nrep = "Tamara Johnston"\nkind = "local"\n'
+        f'path = "maildir"\nmax_message_mb = {value}\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        parse_config(raw)
+    assert (
+        f"mailboxes[0].max_message_mb: {value} is not more than 0; give the size "
+        "in MB of the largest message to read, such as 64"
+    ) in str(raised.value)
+
+
+def test_max_message_mb_is_64_unless_set() -> None:
+    raw = {
+        "organisation": {"internal_domains": ["contoso.com"]},
+        "mailboxes": [
+            {"address": "a@contoso.com", "rep": "A", "kind": "local", "path": "x"},
+            {
+                "address": "b@contoso.com",
+                "rep": "B",
+                "kind": "local",
+                "path": "x",
+                "max_message_mb": 250,
+            },
+        ],
+    }
+    default, raised = parse_config(raw).mailboxes
+    assert (default.max_message_mb, raised.max_message_mb) == (64, 250)

@@ -13,7 +13,10 @@ def open_connector(mailbox: Any) -> Connector:
         from mailsync.connectors.local import LocalConnector
 
         return LocalConnector(
-            mailbox.path, batch_size=mailbox.batch_size, outbox=mailbox.outbox
+            mailbox.path,
+            batch_size=mailbox.batch_size,
+            outbox=mailbox.outbox,
+            max_message_mb=mailbox.max_message_mb,
         )
     if mailbox.kind == "ews":
         from mailsync.connectors.ews import EwsConnector

@@ -14,6 +14,11 @@ and modification time, so a second run reads only new and changed files and
 reports the files that went away as removed. Names starting with a dot are
 never messages (``.gitkeep``, ``.DS_Store``, Dovecot's index files).
 
+A message larger than ``max_message_mb`` is not read (parsing takes several
+times its size in memory) but rejected, once: it is in the cursor with its
+stamp and marked oversize, so it is read when it changes, or at the next
+cycle after the limit was raised above its size.
+
 Follow-ups (:class:`~mailsync.connectors.base.FollowUpWriter`) go to the
 ``outbox`` folder: a task is an ``.ics`` file with a VTODO and its VALARM; a
 letter is the ``.docx`` and an ``.eml`` draft with it attached (marked
@@ -33,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from pathlib import Path
 
 from mailsync.connectors.base import FollowUpTask, LetterDraft, role_from_name
@@ -49,6 +55,7 @@ from mailsync.items import (
 from mailsync.mime import parse_message
 
 _ROOT = "."
+_MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -60,9 +67,21 @@ class _Entry:
     not_mail: str | None = None  # why this entry cannot be a message file
 
 
+class _Read(Enum):
+    """What became of one file: in the cursor or not, and marked oversize."""
+
+    DONE = "done"  # read, or rejected for good
+    TOO_LARGE = "too large"  # rejected until it shrinks or the limit is raised
+    FAILED = "failed"  # not in the cursor: tried again next cycle
+
+
 class LocalConnector:
     def __init__(
-        self, path: Path, batch_size: int = 500, outbox: Path | None = None
+        self,
+        path: Path,
+        batch_size: int = 500,
+        outbox: Path | None = None,
+        max_message_mb: float = 64,
     ) -> None:
         if not path.exists():
             raise UserError(
@@ -72,6 +91,8 @@ class LocalConnector:
         _require_mounted(path)
         self.path = path
         self.batch_size = batch_size
+        self.max_message_mb = max_message_mb
+        self.max_bytes = int(max_message_mb * _MB)
         self.outbox = outbox if outbox is not None else path.parent / "outbox"
         if path.is_file():
             self.layout = "mbox"
@@ -136,8 +157,10 @@ class LocalConnector:
             yield from self._mbox_changes(folder, cursor)
             return
         listing = self._listing(folder)
-        state: dict[str, list[int]] = json.loads(cursor)["files"] if cursor else {}
-        todo = [e for e in listing.values() if tuple(state.get(e.key, ())) != e.stamp]
+        saved = json.loads(cursor) if cursor else {}
+        state: dict[str, list[int]] = saved.get("files", {})
+        oversize: set[str] = set(saved.get("oversize", ()))
+        todo = [e for e in listing.values() if self._due(e, state, oversize)]
         todo.sort(key=lambda e: _natural(e.key))
         gone = sorted(k for k in state if k not in listing)
 
@@ -145,17 +168,31 @@ class LocalConnector:
             chunk = todo[start : start + self.batch_size]
             batch = ChangeBatch(folder)
             for entry in chunk:
+                outcome = self._read(entry, folder, batch)
                 # A file that could not be read is left out of the cursor, so
                 # the next cycle tries it again (a permission fixed, a disk back).
-                if self._read(entry, folder, batch):
+                if outcome is not _Read.FAILED:
                     state[entry.key] = list(entry.stamp)
-            batch.cursor = _dump(state)
+                if outcome is _Read.TOO_LARGE:
+                    oversize.add(entry.key)
+                else:
+                    oversize.discard(entry.key)
+            batch.cursor = _dump(state, oversize)
             yield batch
         if gone:
             for key in gone:
                 del state[key]
+            oversize.difference_update(gone)
             removed = [_provider_id(folder, key) for key in gone]
-            yield ChangeBatch(folder, removed=removed, cursor=_dump(state))
+            yield ChangeBatch(folder, removed=removed, cursor=_dump(state, oversize))
+
+    def _due(
+        self, entry: _Entry, state: dict[str, list[int]], oversize: set[str]
+    ) -> bool:
+        """New or changed since the cursor, or too large then and not now."""
+        if tuple(state.get(entry.key, ())) != entry.stamp:
+            return True
+        return entry.key in oversize and entry.stamp[1] <= self.max_bytes
 
     def _listing(self, folder: Folder) -> dict[str, _Entry]:
         base = self.path / folder.id if folder.id != _ROOT else self.path
@@ -163,58 +200,97 @@ class LocalConnector:
             return _maildir_listing(base)
         return _plain_listing(base)
 
-    def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> bool:
-        """Read one file into the batch; False if it could not be read at all."""
+    def _read(self, entry: _Entry, folder: Folder, batch: ChangeBatch) -> _Read:
+        """Read one file into the batch, or reject it with the reason."""
         provider_id = _provider_id(folder, entry.key)
         if entry.not_mail:
             reason = f"{entry.path} is {entry.not_mail}"
             batch.rejected.append(RejectedItem(provider_id, folder, reason))
-            return True
+            return _Read.DONE
+        if entry.stamp[1] > self.max_bytes:  # judged before a byte is read
+            reason = self._too_large(str(entry.path), entry.stamp[1])
+            batch.rejected.append(RejectedItem(provider_id, folder, reason))
+            return _Read.TOO_LARGE
         try:
             data = entry.path.read_bytes()
         except OSError as exc:
             reason = f"cannot read {entry.path}: {exc.strerror or exc}"
             batch.rejected.append(RejectedItem(provider_id, folder, reason))
-            return False
+            return _Read.FAILED
         try:
             item = parse_message(data, provider_id, folder)
         except ParseError as exc:
             batch.rejected.append(RejectedItem(provider_id, folder, str(exc)))
-            return True
+            return _Read.DONE
         _apply_flags(item, entry.flags)
         if item.received_at is None:  # no Received header: the file's time
             item.received_at = datetime.fromtimestamp(entry.stamp[0] / 1e9, UTC)
         batch.items.append(item)
-        return True
+        return _Read.DONE
+
+    def _too_large(self, what: str, size: int) -> str:
+        return (
+            f"{what} is {size / _MB:.1f} MB, more than max_message_mb "
+            f"({self.max_message_mb:g}); raise max_message_mb for this mailbox "
+            "to read it"
+        )
 
     # --- mbox --------------------------------------------------------------
 
     def _mbox_changes(
         self, folder: Folder, cursor: str | None
     ) -> Iterator[ChangeBatch]:
+        """The whole file is read again when it changed; the cursor holds its
+        stamp, the ids of its messages and the sizes of those too large."""
         stat = self.path.stat()
         stamp = [stat.st_mtime_ns, stat.st_size]
         state = json.loads(cursor) if cursor else {"stamp": None, "ids": []}
-        if state["stamp"] == stamp:
+        oversize: dict[str, int] = state.get("oversize", {})
+        fits = {pid for pid, size in oversize.items() if size <= self.max_bytes}
+        if state["stamp"] == stamp and not fits:
             return
-        known = set(state["ids"])
-        current: list[str] = []
-        repeats: Counter[str] = Counter()
         batch = ChangeBatch(folder)
+        current, still_oversize = self._mbox_read(
+            folder, set(state["ids"]) - fits, oversize, batch
+        )
+        still_there = set(current)
+        batch.removed = [pid for pid in state["ids"] if pid not in still_there]
+        batch.cursor = _mbox_cursor(stamp, current, still_oversize)
+        yield batch
+
+    def _mbox_read(
+        self,
+        folder: Folder,
+        known: set[str],
+        oversize: dict[str, int],
+        batch: ChangeBatch,
+    ) -> tuple[list[str], dict[str, int]]:
+        """Read the messages not known into the batch; the ids of all, and
+        the sizes of those too large."""
+        current: list[str] = []
+        too_large: dict[str, int] = {}
+        repeats: Counter[str] = Counter()
         box = mailbox.mbox(self.path, create=False)
         try:
-            for key in box.iterkeys():
-                data = box.get_bytes(key)
-                provider_id = _mbox_id(data, repeats)
+            for number, key in enumerate(box.iterkeys(), start=1):
+                digest, size, data = _mbox_message(box, key, self.max_bytes)
+                provider_id = _mbox_id(digest, repeats)
                 current.append(provider_id)
-                if provider_id not in known:
+                if data is None and (
+                    provider_id not in known or provider_id in oversize
+                ):
+                    too_large[provider_id] = size
+                if provider_id in known:
+                    continue
+                if data is None:
+                    what = f"message {number} in {self.path}"
+                    reason = self._too_large(what, size)
+                    batch.rejected.append(RejectedItem(provider_id, folder, reason))
+                else:
                     _read_bytes(data, provider_id, folder, batch)
         finally:
             box.close()
-        still_there = set(current)
-        batch.removed = [pid for pid in state["ids"] if pid not in still_there]
-        batch.cursor = json.dumps({"stamp": stamp, "ids": current})
-        yield batch
+        return current, too_large
 
     # --- follow-ups -------------------------------------------------------
 
@@ -395,9 +471,36 @@ def _read_bytes(
         batch.rejected.append(RejectedItem(provider_id, folder, str(exc)))
 
 
-def _mbox_id(data: bytes, repeats: Counter[str]) -> str:
+def _mbox_message(
+    box: mailbox.mbox, key: str, limit: int
+) -> tuple[str, int, bytes | None]:
+    """A message's content hash and size, and its bytes if it is within
+    ``limit``; one larger is hashed piece by piece, never held whole."""
+    handle = box.get_file(key)
+    try:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        if size <= limit:
+            data = box.get_bytes(key)
+            return hashlib.sha1(data).hexdigest()[:24], size, data
+        handle.seek(0)
+        digest = hashlib.sha1()
+        while piece := handle.read(_MB):
+            digest.update(piece)
+        return digest.hexdigest()[:24], size, None
+    finally:
+        handle.close()
+
+
+def _mbox_cursor(stamp: list[int], ids: list[str], oversize: dict[str, int]) -> str:
+    state: dict[str, object] = {"stamp": stamp, "ids": ids}
+    if oversize:
+        state["oversize"] = oversize
+    return json.dumps(state)
+
+
+def _mbox_id(digest: str, repeats: Counter[str]) -> str:
     """A message's id in an mbox: its content hash, numbered if repeated."""
-    digest = hashlib.sha1(data).hexdigest()[:24]
     count = repeats[digest]
     repeats[digest] += 1
     return digest if count == 0 else f"{digest}#{count}"
@@ -407,8 +510,11 @@ def _provider_id(folder: Folder, key: str) -> str:
     return f"{folder.id}/{key}"
 
 
-def _dump(state: dict[str, list[int]]) -> str:
-    return json.dumps({"files": state}, separators=(",", ":"), sort_keys=True)
+def _dump(state: dict[str, list[int]], oversize: set[str]) -> str:
+    cursor: dict[str, object] = {"files": state}
+    if oversize:
+        cursor["oversize"] = sorted(oversize)
+    return json.dumps(cursor, separators=(",", ":"), sort_keys=True)
 
 
 def _natural(name: str) -> list[object]:
