@@ -805,7 +805,7 @@ class GraphConnector:
                 f"({error.code}); check the address (its user principal name "
                 "or primary SMTP address) and tenant_id"
             )
-        if error.status >= 500:
+        if error.status >= 500 or error.status == 429:  # busy: try again later
             return TransientError(f"mailbox {where}: {error}")
         return error
 

@@ -132,6 +132,18 @@ def test_a_throttled_request_inside_a_batch_is_sent_again_alone(
     assert waits == [2.0]
 
 
+def test_a_batch_part_throttled_past_its_retries_is_a_transient_error(
+    graph: GraphSimulator, rep_box: Mailbox
+) -> None:
+    # The folder listing's $batch: a 429 that lasts is the server busy, to be
+    # tried again next cycle, not a bug.
+    connector, waits = connect(graph, retries=2)
+    graph.faults.throttle(times=10, retry_after=1, operation="calendar.get")
+    with pytest.raises(TransientError, match="429"):
+        connector.folders()
+    assert waits == [1.0, 1.0]
+
+
 def test_no_more_than_four_requests_are_in_flight_per_mailbox(
     graph: GraphSimulator, rep_box: Mailbox
 ) -> None:
