@@ -739,7 +739,7 @@ def test_history_limit_gives_the_newest(demo):
 
 
 def test_mail_marked_private_after_its_sync_leaves_the_review_list(
-    demo, contoso_maildir
+    demo, contoso_maildir, store_url
 ):
     note = contoso_maildir / "new" / "1795788904.M161133P8133.contoso-srv"
     note.write_bytes(b"Sensitivity: Private\n" + note.read_bytes())
@@ -759,6 +759,19 @@ def test_mail_marked_private_after_its_sync_leaves_the_review_list(
     assert row["reason"].startswith("opted_out: the rep marked it private after")
     (status,) = demo.json("status")
     assert status["unlinked"] == 2
+    # Neither its subject nor its words stay in the database (rule 9).
+    from sqlalchemy import select
+
+    from mailsync.store import db
+    from mailsync.store.models import Activity
+
+    with db.sessions(db.open_engine(store_url))() as session:
+        kept = session.execute(
+            select(Activity.subject, Activity.preview).where(
+                Activity.status == "opted_out"
+            )
+        ).all()
+    assert kept == [("", "")]
 
 
 def test_linking_an_activity_to_a_contact_files_it_under_the_account_too(demo):

@@ -487,10 +487,11 @@ def withdraw_source(session: Session, mailbox_id: int, provider_id: str) -> bool
     source = find_source(session, mailbox_id, provider_id)
     if source is None:
         return False
+    # README rule 9: neither its subject nor its words are kept.
     session.execute(
         update(Activity)
         .where(Activity.id == source.activity_id)
-        .values(status="opted_out")
+        .values(status="opted_out", subject="", preview="")
     )
     session.execute(
         delete(Link).where(
