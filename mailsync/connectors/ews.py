@@ -526,6 +526,12 @@ class EwsConnector:
                     type(exc).__name__,
                 )
             else:
+                if changed - set(self._folders):
+                    # A folder this connector has not listed: one made since
+                    # (mail moved into it). exchangelib keeps the folder tree,
+                    # so it is read again and the sync's listing has it.
+                    self.account.root.clear_cache()
+                    self.folders()
                 return changed, _subscription(saved["id"], watermark)
         subscription_id, watermark = self._call("Subscribe", self._subscribe)
         return None, _subscription(subscription_id, watermark)

@@ -29,7 +29,7 @@ from exchangelib.services import GetEvents, SubscribeToPull, Unsubscribe
 from sqlalchemy import select
 
 from mailsync.config import Config, parse_config
-from mailsync.store.models import Activity, Cursor
+from mailsync.store.models import Activity, Cursor, Source
 from mailsync.sync import SUBSCRIPTION_SCOPE, check_and_sync, sync_mailbox
 from tests.ews.conftest import REP, SERVICE_PASSWORD
 from tests.ews.simulator import Address, Call, EwsSimulator, SimMailbox, SimMessage
@@ -381,3 +381,24 @@ def test_a_name_in_folders_that_is_no_folder_stays_in_the_status_between_checks(
     assert last_error() == first.misconfigured
     rep_mailbox.add(mail(2), "inbox")  # and the checks go on working
     assert check_and_sync(factory, config, mailbox, connector).new == 1
+
+
+def test_mail_moved_into_a_folder_made_since_is_synced_there_at_once(
+    factory: Any, config: Config, ews: EwsSimulator, rep_mailbox: SimMailbox
+) -> None:
+    item = rep_mailbox.add(mail(1, author=ANDY), "inbox")
+    connector, _ = connect(ews)
+    mailbox = config.mailboxes[0]
+    check_and_sync(factory, config, mailbox, connector, keep_open=True)
+    check_and_sync(factory, config, mailbox, connector, keep_open=True)
+
+    tailspin = rep_mailbox.add_folder("Tailspin", parent="inbox")
+    rep_mailbox.move(item, tailspin.folder_id)
+    report = check_and_sync(factory, config, mailbox, connector, keep_open=True)
+    assert (report.folders, report.new) == (2, 0)  # the Inbox and the new one
+    with factory() as session:
+        live = session.execute(
+            select(Source.folder, Source.activity_id).where(Source.removed_at.is_(None))
+        ).all()
+        activities = session.scalars(select(Activity.id)).all()
+    assert live == [("Inbox/Tailspin", activities[0])] and len(activities) == 1
