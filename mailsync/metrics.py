@@ -142,6 +142,12 @@ class Metrics:
             state.last_cycle = now
             state.last_error = f"{type(exc).__name__}: {exc}"
 
+    def forget(self, mailbox: str) -> None:
+        """A mailbox removed or disabled: its lag is no longer reported (it
+        would grow and page someone); its counters stay, as counters do."""
+        with self.lock:
+            self.states.pop(mailbox, None)
+
     def record_future(self, mailbox: str, future: Future[Any], wait: float) -> None:
         """A finished cycle of the service's pool, whatever its end."""
         exc = future.exception()

@@ -345,6 +345,7 @@ class Service:
             slot.held = False
         if slot.retired:
             del self.slots[slot.address]
+            self.metrics.forget(slot.address)
 
     # --- leases ------------------------------------------------------------
 

@@ -125,6 +125,22 @@ def test_record_cycle_adds_the_reports_numbers(contoso_cycle):
     )
 
 
+def test_a_mailbox_forgotten_reports_no_lag():
+    clock = Clock()
+    metrics = Metrics(clock=clock)
+    metrics.record_cycle(CycleReport(TAMARA, items=1), 0)
+    clock.now += 30
+
+    def lag() -> float | None:
+        return metrics.registry.get_sample_value(
+            "mailsync_lag_seconds", {"mailbox": TAMARA}
+        )
+
+    assert lag() == 30
+    metrics.forget(TAMARA)  # removed from the configuration, or disabled
+    assert lag() is None
+
+
 def test_failures_are_counted_by_kind():
     metrics = Metrics(clock=Clock())
     metrics.record_failure(TAMARA, TransientError("server busy"), wait=0)
