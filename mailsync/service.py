@@ -184,6 +184,16 @@ class Service:
             ", ".join(busy) or "no mailbox",
             STOP_GRACE,
         )
+        # The other mailboxes' leases go back now, as on a clean stop.
+        idle = [a for a, s in self.slots.items() if s.held and a not in busy]
+        try:
+            leases.release(
+                self.factory,
+                [*idle, FOLLOWUPS, leases.INSTANCE_PREFIX + self.holder],
+                self.holder,
+            )
+        except Exception as exc:  # they expire by themselves
+            log.warning("service: leases not released: %s", exc)
         logging.shutdown()
         os._exit(0)
 

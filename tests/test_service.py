@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailsync import leases
 from mailsync.store import db
 from mailsync.store.models import Activity, Lease, Source
 from tests.conftest import CONTOSO, PROJECT
@@ -540,6 +541,9 @@ def test_sigterm_exits_0_in_time_while_a_server_does_not_answer(
     assert code == 0 and took < 10, (code, took)
     assert "still waiting after" in service.text()
     assert count(factory, Activity) == 1
+    # Only the stuck mailbox's lease is left to expire; the instance is gone.
+    with factory() as session:
+        assert set(leases.holders(session)) == {REP}
 
 
 def test_a_sweep_syncs_every_folder_at_its_interval(
