@@ -446,10 +446,11 @@ class MailboxStatus:
 class Schedule:
     """How far behind a mailbox is, and when the service syncs it next.
 
-    ``last_success_at`` is the last cycle without error, or, after a failed
-    one, the last time a page of this mailbox was committed. ``next_cycle_at``
-    is known only while a ``mailsync run`` instance holds the mailbox's lease
-    or is alive on this database; otherwise the mailbox is "not scheduled".
+    ``last_success_at`` is the end of the last cycle without error, or the
+    last page of this mailbox committed since, by a cycle that then failed.
+    ``next_cycle_at`` is known only while a ``mailsync run`` instance holds
+    the mailbox's lease or is alive on this database; otherwise the mailbox
+    is "not scheduled".
     """
 
     last_success_at: datetime | None = None
@@ -503,15 +504,15 @@ def _schedule(
     from mailsync.store.models import Cursor, Lease
 
     schedule = Schedule()
-    if mailbox.last_error is None:
-        schedule.last_success_at = mailbox.last_cycle_at
-    else:
-        committed = session.scalar(
-            select(func.max(Cursor.updated_at)).where(
-                Cursor.mailbox_id == mailbox.id, ~Cursor.scope.startswith("@")
-            )
+    committed = session.scalar(
+        select(func.max(Cursor.updated_at)).where(
+            Cursor.mailbox_id == mailbox.id, ~Cursor.scope.startswith("@")
         )
-        schedule.last_success_at = _aware(committed) if committed else None
+    )
+    # The last cycle without error, or a page committed since (a cycle that
+    # failed after some of its pages).
+    known = [_aware(t) for t in (mailbox.last_success_at, committed) if t is not None]
+    schedule.last_success_at = max(known) if known else None
     if schedule.last_success_at is not None:
         lag = (moment - schedule.last_success_at).total_seconds()
         schedule.lag_seconds = round(max(lag, 0.0), 1)

@@ -645,6 +645,8 @@ def _save_status(
         if mailbox is None:
             return
         mailbox.last_cycle_at = now()
+        if report.error is None:
+            mailbox.last_success_at = mailbox.last_cycle_at
         problems = [p for p in (report.error, report.misconfigured) if p]
         mailbox.last_error = "; ".join(problems) or None
         mailbox.last_counts = json.dumps(asdict(report))

@@ -121,6 +121,9 @@ class Mailbox(Base):
     rep_id: Mapped[int] = mapped_column(ForeignKey("reps.id"))
     kind: Mapped[str] = mapped_column(String(20))
     last_cycle_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When its last cycle without error ended (a check that found nothing
+    # included): the status's lag counts from it.
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_counts: Mapped[str | None] = mapped_column(Text)
     rep: Mapped[Rep] = relationship()

@@ -356,6 +356,9 @@ def test_each_check_is_the_mailboxs_last_cycle_in_its_status(
     assert failed.last_cycle_at > quiet.last_cycle_at
     assert failed.last_error is not None
     assert "GetEvents still failing" in failed.last_error
+    # The lag still counts from the last good check, not from the last page
+    # the mailbox ever committed.
+    assert failed.schedule.last_success_at == quiet.last_cycle_at
 
 
 def test_a_name_in_folders_that_is_no_folder_stays_in_the_status_between_checks(
