@@ -75,6 +75,7 @@ class Slot:
     last_sweep: float = 0.0
     held: bool = False
     retired: bool = False  # gone from the configuration: released when idle
+    reopen: bool = False  # its settings changed during a cycle: a new connector
     connector: Connector | None = None  # kept open between change checks
     future: Future[Outcome] | None = None
     started: float = 0.0
@@ -305,6 +306,10 @@ class Service:
             slot.future = None
             back_off = self._outcome(slot, future, now)
             self.metrics.record_future(slot.address, future, slot.wait)
+            if slot.reopen and slot.connector is not None:
+                slot.connector.close()  # opened with the old settings
+                slot.connector = None
+            slot.reopen = False
             slot.scheduled = now + self.interval
             # A server's back-off postpones this mailbox only, never sooner
             # than its interval.
@@ -432,18 +437,28 @@ class Service:
             mailbox = new.mailbox(address) if address in self._enabled() else None
             if mailbox is None:
                 slot.retired = True
-            elif mailbox != old.get(address) and slot.connector is not None:
-                if slot.future is None:  # reopened with the new settings
+            elif mailbox != old.get(address):
+                # Opened again with the new settings: now, or after the
+                # cycle in hand, which holds the connector meanwhile.
+                slot.reopen = slot.future is not None
+                if slot.connector is not None:
                     slot.connector.close()
                     slot.connector = None
+        removed = sorted(a for a, s in self.slots.items() if s.retired)
         for slot in [s for s in self.slots.values() if s.retired and not s.future]:
             self._drop(slot)
+        added = sorted(set(self._enabled()) - set(self.slots))
         self._add_slots(now)
         self.next_renew = now  # a new share, at once
         if self.scheduler is not None:
             self._stop_scheduler()
             leases.release(self.factory, [FOLLOWUPS], self.holder)
-        log.info("service: configuration reloaded: %d mailboxes", len(self.slots))
+        log.info(
+            "service: configuration reloaded: %d mailboxes (added: %s; removed: %s)",
+            len(self.slots),
+            ", ".join(added) or "none",
+            ", ".join(removed) or "none",
+        )
 
     def shutdown(self) -> None:
         """Let the cycles in hand commit their page, then release everything."""

@@ -248,12 +248,20 @@ def test_sighup_keeps_a_broken_config_and_takes_a_good_one(tmp_path, running):
         "the new mailbox",
         lambda: "mailbox andy@contoso.com: 4 folders, 38" in service.text(),
     )
-    assert "configuration reloaded: 2 mailboxes" in service.text()
+    assert (
+        "configuration reloaded: 2 mailboxes (added: andy@contoso.com; removed: none)"
+        in service.text()
+    )
 
     # A mailbox taken out stops, and its lease is given back.
     write_config(path, url, {"andy@contoso.com": andy})
     service.process.send_signal(signal.SIGHUP)
-    wait_for("the reload", lambda: "reloaded: 1 mailboxes" in service.text(), 10)
+    wait_for(
+        "the reload",
+        lambda: "reloaded: 1 mailboxes (added: none; removed: tamara@contoso.com)"
+        in service.text(),
+        10,
+    )
     with factory() as session:
         leased = set(session.scalars(select(Lease.name)))
     assert "tamara@contoso.com" not in leased and "andy@contoso.com" in leased
