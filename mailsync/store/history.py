@@ -77,23 +77,6 @@ class ItemPlan:
 # --- lookups ---------------------------------------------------------------
 
 
-def find_activity(session: Session, keys: Sequence[str]) -> int | None:
-    """The activity that any of ``keys`` names, the strongest key first."""
-    if not keys:
-        return None
-    rows = dict(
-        session.execute(
-            select(ActivityKey.key, ActivityKey.activity_id).where(
-                ActivityKey.key.in_(keys)
-            )
-        ).all()
-    )
-    for key in keys:
-        if key in rows:
-            return rows[key]
-    return None
-
-
 def _copy_of(session: Session, plan: ItemPlan) -> int | None:
     """The activity that ``plan``'s item is a copy of, by its keys.
 
@@ -207,14 +190,7 @@ def _insert_activity(session: Session, plan: ItemPlan) -> int:
     session.flush()
     _replace_names(session, activity.id, plan.names)
     # A key another activity holds stays there (a reused Message-ID).
-    taken = set(
-        session.scalars(select(ActivityKey.key).where(ActivityKey.key.in_(plan.keys)))
-    )
-    session.add_all(
-        ActivityKey(key=key, activity_id=activity.id)
-        for key in plan.keys
-        if key not in taken
-    )
+    _add_keys(session, activity.id, plan.keys)
     session.add_all(
         ThreadRef(activity_id=activity.id, message_id=ref) for ref in _refs(item)
     )
