@@ -185,18 +185,19 @@ class Service:
             ", ".join(busy) or "no mailbox",
             STOP_GRACE,
         )
-        # The other mailboxes' leases go back now, as on a clean stop.
-        idle = [a for a, s in self.slots.items() if s.held and a not in busy]
-        try:
-            leases.release(
-                self.factory,
-                [*idle, FOLLOWUPS, leases.INSTANCE_PREFIX + self.holder],
-                self.holder,
-            )
-        except Exception as exc:  # they expire by themselves
-            log.warning("service: leases not released: %s", exc)
+        self._release_leases(keep=busy)  # the others go back, as on a clean stop
         logging.shutdown()
         os._exit(0)
+
+    def _release_leases(self, keep: list[str] | None = None) -> None:
+        """Give back every lease this instance holds but those of ``keep``
+        (mailboxes whose cycle is stuck: theirs expire by themselves)."""
+        names = [a for a, s in self.slots.items() if s.held and a not in (keep or [])]
+        names += [FOLLOWUPS, leases.INSTANCE_PREFIX + self.holder]
+        try:
+            leases.release(self.factory, names, self.holder)
+        except Exception as exc:  # they expire by themselves
+            log.warning("service: leases not released: %s", exc)
 
     def _sleep_time(self, now: float) -> float:
         waits = [self.next_renew - now]
@@ -470,12 +471,7 @@ class Service:
             if slot.connector is not None:
                 slot.connector.close()
                 slot.connector = None
-        names = [a for a, s in self.slots.items() if s.held]
-        names += [FOLLOWUPS, leases.INSTANCE_PREFIX + self.holder]
-        try:
-            leases.release(self.factory, names, self.holder)
-        except Exception as exc:  # they expire by themselves
-            log.warning("service: leases not released: %s", exc)
+        self._release_leases()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
