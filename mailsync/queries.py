@@ -504,15 +504,19 @@ def _schedule(
     from mailsync.store.models import Cursor, Lease
 
     schedule = Schedule()
-    committed = session.scalar(
-        select(func.max(Cursor.updated_at)).where(
-            Cursor.mailbox_id == mailbox.id, ~Cursor.scope.startswith("@")
+    known = [mailbox.last_success_at]
+    if mailbox.last_error is not None:
+        # A page committed since the last cycle without error, by one that
+        # then failed, counts too (a cycle without error ends after its pages).
+        known.append(
+            session.scalar(
+                select(func.max(Cursor.updated_at)).where(
+                    Cursor.mailbox_id == mailbox.id, ~Cursor.scope.startswith("@")
+                )
+            )
         )
-    )
-    # The last cycle without error, or a page committed since (a cycle that
-    # failed after some of its pages).
-    known = [_aware(t) for t in (mailbox.last_success_at, committed) if t is not None]
-    schedule.last_success_at = max(known) if known else None
+    found = [_aware(t) for t in known if t is not None]
+    schedule.last_success_at = max(found) if found else None
     if schedule.last_success_at is not None:
         lag = (moment - schedule.last_success_at).total_seconds()
         schedule.lag_seconds = round(max(lag, 0.0), 1)
