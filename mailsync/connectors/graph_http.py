@@ -187,7 +187,12 @@ class GraphClient:
         *,
         headers: Mapping[str, str] | None = None,
         body: Any = None,
+        only_unread: bool = False,
     ) -> Any:
+        """One request, renewing an expired token once and sending it again
+        after a temporary failure; with ``only_unread``, only after one
+        Graph refused unread (429, 503): another may have done the work, and
+        raises DeliveryUncertain."""
         full = self._absolute(url)
         attempt, renewed = 0, False
         while True:
@@ -199,6 +204,11 @@ class GraphClient:
                 renewed = True
                 self.tokens.token(force=True)
             except _Temporary as exc:
+                if only_unread and exc.status not in _REFUSED_UNREAD:
+                    raise DeliveryUncertain(
+                        f"mailbox {self.address}: {operation} got no answer "
+                        f"({exc.why}); it may have been made"
+                    ) from exc
                 attempt += 1
                 self._wait(operation, exc.why, exc.retry_after, attempt)
 
@@ -212,24 +222,9 @@ class GraphClient:
         """POST that makes an item, sent again only when Graph refused it
         unread (429, 503); a request that may have made it raises
         DeliveryUncertain."""
-        full = self._absolute(url)
-        attempt, renewed = 0, False
-        while True:
-            try:
-                return self._once("POST", full, operation, headers, body)
-            except _Expired:
-                if renewed:
-                    raise UserError(self._refused_token()) from None
-                renewed = True
-                self.tokens.token(force=True)
-            except _Temporary as exc:
-                if exc.status not in _REFUSED_UNREAD:
-                    raise DeliveryUncertain(
-                        f"mailbox {self.address}: {operation} got no answer "
-                        f"({exc.why}); it may have been made"
-                    ) from exc
-                attempt += 1
-                self._wait(operation, exc.why, exc.retry_after, attempt)
+        return self.send(
+            "POST", url, operation, headers=headers, body=body, only_unread=True
+        )
 
     def _once(
         self,
